@@ -1,0 +1,242 @@
+"""``HtEvents``: the Python port of Hightouch's Node.js SDK client.
+
+It validates a message on the calling thread (so programming errors raise where they are made),
+encodes it once, and hands it to the shared transport; it never waits on the network.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any, Optional
+
+from typing_extensions import TypedDict, Unpack
+
+from ._log import enable_debug_output
+from ._redact import redact_write_key
+from .encoding import MAX_MESSAGE_BYTES, dumps
+from .errors import MessageTooLargeError
+from .message import Message, MessageFields, Timestamp, build_message
+from .settings import ErrorHandler, Settings
+from .transport import Callback, Envelope, Transport, acquire_transport, release_transport
+from .transport.stats import Stats
+
+__all__ = ["ClientSettings", "HtEvents"]
+
+#: Lists that receive every message instead of the transport while a
+#: :func:`htevents_logging.testing.capture_events` block is active.
+capture_sinks: list[list[Message]] = []
+
+
+class ClientSettings(TypedDict, total=False):
+    """The keyword settings of :class:`HtEvents` (defaults in the README's settings table)."""
+
+    host: str
+    path: str
+    max_retries: int
+    max_events_in_batch: int
+    flush_interval: float
+    http_request_timeout: float
+    disable: bool
+    max_queue_size: int
+    gzip: bool
+    on_error: Optional[ErrorHandler]
+    shutdown_timeout: float
+    spool_path: Optional[str]
+    debug: bool
+    retry_backoff: float
+    retry_backoff_max: float
+    retry_after_max: float
+
+
+class HtEvents:
+    """Send Hightouch Events: ``identify``, ``track``, ``page``, ``screen``, ``group``, ``alias``.
+
+    Each call checks the message, returns it normalized (with its ``messageId``), and queues it
+    for the background thread, which batches and sends it. Clients built with the same
+    transport settings share one queue, one thread and one connection pool; ``stats()`` counts
+    for that shared transport. Queued messages are delivered at interpreter exit, within
+    ``shutdown_timeout``.
+
+    >>> htevents = HtEvents(write_key="...")
+    >>> htevents.track(user_id="123", event="Order completed", properties={"total": 29.99})
+    """
+
+    def __init__(self, write_key: Optional[str] = None, **settings: Unpack[ClientSettings]):
+        self.settings = Settings.create(write_key=write_key, **settings)
+        if self.settings.debug:
+            enable_debug_output()
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._on_error = self.settings.on_error
+        self._transport: Optional[Transport] = None
+        self._stats = Stats()
+        if not self.settings.disable:
+            self._transport = acquire_transport(self.settings)
+            self._stats = self._transport.stats
+
+    def __repr__(self) -> str:
+        state = " disabled" if self.settings.disable else (" closed" if self._closed else "")
+        key = redact_write_key(self.settings.write_key)
+        return f"<HtEvents write_key={key!r} url={self.settings.url!r}{state}>"
+
+    # -- the messages -------------------------------------------------------------------------
+
+    def emit(
+        self,
+        type: str,
+        message: Optional[Mapping[str, Any]] = None,
+        /,
+        *,
+        callback: Optional[Callback] = None,
+        event_default: Optional[str] = None,
+        timestamp_default: Optional[Timestamp] = None,
+        **fields: Any,
+    ) -> Message:
+        """Build, check and queue a message of any ``type``: what every front-end calls.
+
+        The logging front-ends pass ``event_default`` (the log message) and
+        ``timestamp_default`` (the record's time). Raises ``ValueError``/``TypeError`` naming
+        the bad field; the message is then counted as ``rejected`` and not queued.
+        """
+        try:
+            if callback is not None and not callable(callback):
+                raise TypeError("callback must be callable as callback(error, message)")
+            built = build_message(
+                type,
+                message,
+                fields,
+                event_default=event_default,
+                timestamp_default=timestamp_default,
+            )
+            data = dumps(built)
+            if len(data) > MAX_MESSAGE_BYTES:
+                raise MessageTooLargeError(
+                    f"{type}: the message is {len(data):,} bytes as JSON; the limit is "
+                    f"{MAX_MESSAGE_BYTES:,} bytes: send less in properties or traits"
+                )
+        except MessageTooLargeError:
+            self._stats.add("rejected", reason="oversize")
+            raise
+        except (TypeError, ValueError):
+            self._stats.add("rejected", reason="invalid")
+            raise
+        if capture_sinks:
+            for sink in capture_sinks:
+                sink.append(built)
+            return built
+        transport = self._transport
+        if transport is not None:
+            keep = callback is not None or self._on_error is not None
+            envelope = Envelope(data, built if keep else None, callback, self._on_error)
+            if self._closed:
+                transport.drop(envelope, "after_close", "this client was closed")
+            else:
+                transport.enqueue(envelope)
+        return built
+
+    def identify(
+        self,
+        message: Optional[Mapping[str, Any]] = None,
+        /,
+        callback: Optional[Callback] = None,
+        **fields: Unpack[MessageFields],
+    ) -> Message:
+        """Say who a user is and what they are like (``traits``)."""
+        return self.emit("identify", message, callback=callback, **fields)
+
+    def track(
+        self,
+        message: Optional[Mapping[str, Any]] = None,
+        /,
+        callback: Optional[Callback] = None,
+        **fields: Unpack[MessageFields],
+    ) -> Message:
+        """Record an action a user took (``event``, required) and its ``properties``."""
+        return self.emit("track", message, callback=callback, **fields)
+
+    def page(
+        self,
+        message: Optional[Mapping[str, Any]] = None,
+        /,
+        callback: Optional[Callback] = None,
+        **fields: Unpack[MessageFields],
+    ) -> Message:
+        """Record a web page view (``name``, ``category``, ``properties``)."""
+        return self.emit("page", message, callback=callback, **fields)
+
+    def screen(
+        self,
+        message: Optional[Mapping[str, Any]] = None,
+        /,
+        callback: Optional[Callback] = None,
+        **fields: Unpack[MessageFields],
+    ) -> Message:
+        """Record a mobile screen view (``name``, ``category``, ``properties``)."""
+        return self.emit("screen", message, callback=callback, **fields)
+
+    def group(
+        self,
+        message: Optional[Mapping[str, Any]] = None,
+        /,
+        callback: Optional[Callback] = None,
+        **fields: Unpack[MessageFields],
+    ) -> Message:
+        """Tie a user to a group or account (``group_id``, required) with its ``traits``."""
+        return self.emit("group", message, callback=callback, **fields)
+
+    def alias(
+        self,
+        message: Optional[Mapping[str, Any]] = None,
+        /,
+        callback: Optional[Callback] = None,
+        **fields: Unpack[MessageFields],
+    ) -> Message:
+        """Merge two identities: ``previous_id`` becomes ``user_id`` (both required)."""
+        return self.emit("alias", message, callback=callback, **fields)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def _timeout(self, timeout: Optional[float]) -> float:
+        return self.settings.shutdown_timeout if timeout is None else timeout
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Send what is queued now; True when all of it was delivered or failed for good.
+
+        Returns by ``timeout`` seconds (default: ``shutdown_timeout``) even when the server
+        hangs; the messages not settled by then stay queued and go on being sent.
+        """
+        if self._transport is None:
+            return True
+        return self._transport.flush(self._timeout(timeout))
+
+    def close(self, timeout: Optional[float] = None) -> bool:
+        """Flush within ``timeout`` (default: ``shutdown_timeout``) and let go of the transport.
+
+        Later calls still validate and return their message, but nothing is sent: they count
+        as ``dropped`` (reason ``after_close``). The shared thread stops when its last user
+        closes. Idempotent.
+        """
+        with self._close_lock:
+            if self._closed:
+                return True
+            self._closed = True
+        if self._transport is None:
+            return True
+        return release_transport(self._transport, self._timeout(timeout))
+
+    def stats(self) -> dict[str, Any]:
+        """Counts since start, for this client's (shared) transport.
+
+        ``enqueued``, ``sent``, ``failed``, ``dropped`` (queue full, after close), ``rejected``
+        (invalid or oversize), ``retries``, ``batches``, ``queue_depth``, and the splits
+        ``failed_by_reason``, ``dropped_by_reason`` and ``rejected_by_reason``.
+        """
+        depth = self._transport.queue_depth() if self._transport is not None else 0
+        return self._stats.snapshot(depth)
+
+    def __enter__(self) -> HtEvents:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,131 @@
+"""One JSON encoder for everything the package sends, and the size limits it checks.
+
+Users put arbitrary Python values into ``properties`` and ``traits``. Analytics SDKs commonly
+turn what they cannot encode into ``null`` or drop it; here every value is encoded, by the most
+faithful JSON form there is, and only as a last resort by its ``repr``:
+
+===================  ===============================================
+value                JSON
+===================  ===============================================
+datetime, date, time ISO-8601 string (``isoformat()``)
+Decimal              number when finite, else its string (``"NaN"``)
+float NaN/Infinity   string (``"NaN"``, ``"Infinity"``): JSON has no such numbers
+UUID                 string
+Enum                 its ``value``, encoded in turn
+set, frozenset       array (sorted when the items allow it)
+tuple, list          array
+bytes, bytearray     UTF-8 text when valid, else base64 text
+dataclass instance   object of its fields
+other Mapping        object
+anything else        its ``repr()``
+===================  ===============================================
+
+Non-string keys become strings, and reference cycles become the string ``"<cycle>"``.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as _dt
+import decimal
+import enum
+import json
+import math
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["MAX_BATCH_BYTES", "MAX_MESSAGE_BYTES", "dumps", "to_jsonable"]
+
+#: The largest message the API accepts, as compact UTF-8 JSON.
+MAX_MESSAGE_BYTES = 32_768
+#: A request body must stay under this many bytes, the envelope included.
+MAX_BATCH_BYTES = 500_000
+
+
+def _bytes_to_str(value: bytes | bytearray) -> str:
+    try:
+        return bytes(value).decode("utf-8")
+    except UnicodeDecodeError:
+        return base64.b64encode(value).decode("ascii")
+
+
+def _default(value: Any) -> Any:
+    """Map a value ``json`` does not know to one it does (the fast path's fallback)."""
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value) if value.is_finite() else str(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (set, frozenset)):
+        items = list(value)
+        try:
+            items.sort()
+        except TypeError:
+            pass
+        return items
+    if isinstance(value, (bytes, bytearray)):
+        return _bytes_to_str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return dict(value)
+    return repr(value)
+
+
+_fast = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default
+)
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bool) or key is None:
+        return json.dumps(key)
+    if isinstance(key, (int, float)):
+        return str(key)
+    converted = _default(key)
+    return converted if isinstance(converted, str) else repr(key)
+
+
+def to_jsonable(value: Any, _active: frozenset[int] = frozenset()) -> Any:
+    """Return a copy of ``value`` made only of JSON types, following the table above.
+
+    This is the slow, thorough path: it is used only when the fast encoder fails on a value
+    (a cycle, a non-string key, NaN), so common payloads never pay for it.
+    """
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if id(value) in _active:
+        return "<cycle>"
+    active = _active | {id(value)}
+    if isinstance(value, Mapping):
+        return {_key(k): to_jsonable(v, active) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v, active) for v in value]
+    return to_jsonable(_default(value), active)
+
+
+def dumps(value: Any) -> bytes:
+    """Encode ``value`` as compact UTF-8 JSON bytes, never raising for any payload value.
+
+    The fast path is the C encoder; anything it refuses goes through :func:`to_jsonable`.
+    Strings with lone surrogates (which UTF-8 cannot carry) are sent as ``\\uXXXX`` escapes.
+    """
+    try:
+        text = _fast.encode(value)
+    except (TypeError, ValueError, RecursionError):
+        text = _fast.encode(to_jsonable(value))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(json.loads(text), separators=(",", ":")).encode("ascii")

@@ -1,0 +1,267 @@
+"""The message model: both spellings of every field, validation, defaults, and the wire form.
+
+Everything that decides what a message looks like on the wire lives here, so the client, the
+logging handler and the structlog processor build byte-for-byte the same messages.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any, Literal, Optional, Union
+
+from typing_extensions import TypedDict
+
+from ._version import __version__
+from .identity import current_identity
+
+__all__ = [
+    "MESSAGE_TYPES",
+    "Message",
+    "MessageFields",
+    "MessageType",
+    "build_message",
+    "format_timestamp",
+]
+
+MessageType = Literal["identify", "track", "page", "screen", "group", "alias"]
+MESSAGE_TYPES: tuple[str, ...] = ("identify", "track", "page", "screen", "group", "alias")
+
+LIBRARY = {"name": "htevents-logging", "version": __version__}
+
+#: A normalized message as returned by every call, in the wire's camelCase.
+Message = dict[str, Any]
+
+Timestamp = Union[_dt.datetime, str, float, int]
+
+
+class MessageFields(TypedDict, total=False):
+    """The keyword form of a message (snake_case); each key has a camelCase twin in mappings."""
+
+    user_id: Union[str, int]
+    anonymous_id: Union[str, int]
+    traits: Mapping[str, Any]
+    event: str
+    properties: Mapping[str, Any]
+    category: str
+    name: str
+    group_id: Union[str, int]
+    previous_id: Union[str, int]
+    context: Mapping[str, Any]
+    timestamp: Timestamp
+    integrations: Mapping[str, Any]
+    message_id: str
+
+
+# snake_case and camelCase spellings -> the wire's camelCase name.
+_CANONICAL: dict[str, str] = {}
+for _snake, _camel in {
+    "user_id": "userId",
+    "anonymous_id": "anonymousId",
+    "traits": "traits",
+    "event": "event",
+    "properties": "properties",
+    "category": "category",
+    "name": "name",
+    "group_id": "groupId",
+    "previous_id": "previousId",
+    "context": "context",
+    "timestamp": "timestamp",
+    "integrations": "integrations",
+    "message_id": "messageId",
+}.items():
+    _CANONICAL[_snake] = _camel
+    _CANONICAL[_camel] = _camel
+
+_COMMON = frozenset({"userId", "anonymousId", "context", "timestamp", "integrations", "messageId"})
+# The fields each type takes besides the common ones.
+_TYPE_FIELDS: dict[str, frozenset[str]] = {
+    "identify": frozenset({"traits"}),
+    "track": frozenset({"event", "properties"}),
+    "page": frozenset({"name", "category", "properties"}),
+    "screen": frozenset({"name", "category", "properties"}),
+    "group": frozenset({"groupId", "traits"}),
+    "alias": frozenset({"previousId"}),
+}
+
+
+def format_timestamp(value: Timestamp) -> str:
+    """Format a time as the wire wants it: UTC, milliseconds, ``Z``.
+
+    Accepts an aware ``datetime`` (its instant is kept), a naive one (taken as UTC), an
+    ISO-8601 string, or seconds since the epoch (as in ``LogRecord.created``).
+    """
+    if isinstance(value, bool):
+        raise TypeError("timestamp must be a datetime, an ISO-8601 string or epoch seconds")
+    if isinstance(value, (int, float)):
+        seconds = int(value // 1)
+        millis = int((value - seconds) * 1000)
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            value = _dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(
+                f"timestamp {value!r} is not an ISO-8601 time such as '2026-11-29T15:00:06.100Z'"
+            ) from None
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(_dt.timezone.utc)
+        return value.strftime("%Y-%m-%dT%H:%M:%S") + f".{value.microsecond // 1000:03d}Z"
+    if isinstance(value, _dt.date):
+        return value.isoformat() + "T00:00:00.000Z"
+    raise TypeError(
+        "timestamp must be a datetime, an ISO-8601 string or epoch seconds, "
+        f"not {type(value).__name__}"
+    )
+
+
+def _identifier(type_: str, field: str, value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise TypeError(f"{type_}: {field} must be a str or a number, not {type(value).__name__}")
+    text = value if isinstance(value, str) else str(value)
+    return text or None
+
+
+def _mapping(type_: str, field: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{type_}: {field} must be a mapping, not {type(value).__name__}")
+    return dict(value)
+
+
+def _optional_str(type_: str, field: str, value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{type_}: {field} must be a str, not {type(value).__name__}")
+    return value
+
+
+def _gather(
+    type_: str, message: Optional[Mapping[str, Any]], fields: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Merge the mapping form and the keyword form into camelCase, refusing contradictions."""
+    if message is not None and not isinstance(message, Mapping):
+        raise TypeError(f"{type_}: the message must be a mapping, not {type(message).__name__}")
+    allowed = _COMMON | _TYPE_FIELDS[type_]
+    out: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
+    for source in (message or {}, fields):
+        for key, value in source.items():
+            if key == "type":
+                if value != type_:
+                    raise ValueError(f"type {value!r} given to {type_}()")
+                continue
+            canonical = _CANONICAL.get(key) if isinstance(key, str) else None
+            if canonical is None or canonical not in allowed:
+                expected = ", ".join(sorted(allowed))
+                raise ValueError(f"{type_}: unknown field {key!r}; {type_} takes {expected}")
+            if canonical in out and out[canonical] != value:
+                raise ValueError(
+                    f"{type_}: {canonical} given twice with different values "
+                    f"({spelled[canonical]}={out[canonical]!r} and {key}={value!r})"
+                )
+            out[canonical] = value
+            spelled[canonical] = key
+    return out
+
+
+def build_message(
+    type_: str,
+    message: Optional[Mapping[str, Any]] = None,
+    fields: Optional[Mapping[str, Any]] = None,
+    *,
+    event_default: Optional[str] = None,
+    timestamp_default: Optional[Timestamp] = None,
+) -> Message:
+    """Validate a message in either spelling and return its wire form (a new dict).
+
+    ``event_default`` and ``timestamp_default`` are what a logging front-end supplies from its
+    record (the log message, the record's time). The bound identity (:func:`bind`) fills
+    missing ids; a message with neither id gets a new UUID4 ``anonymousId``. The caller's
+    mappings are copied, never changed.
+
+    Raises ``ValueError`` or ``TypeError`` naming the field that is wrong.
+    """
+    if type_ not in _TYPE_FIELDS:
+        raise ValueError(
+            f"unknown message type {type_!r}; the types are {', '.join(MESSAGE_TYPES)}"
+        )
+    given = _gather(type_, message, fields or {})
+
+    out: Message = {"type": type_}
+    message_id = given.get("messageId")
+    if message_id is None:
+        out["messageId"] = str(uuid.uuid4())
+    elif isinstance(message_id, str) and message_id:
+        out["messageId"] = message_id
+    else:
+        raise TypeError(f"{type_}: messageId must be a non-empty str")
+    stamp = given.get("timestamp")
+    if stamp is None:
+        stamp = timestamp_default if timestamp_default is not None else time.time()
+    out["timestamp"] = format_timestamp(stamp)
+
+    user_id = _identifier(type_, "userId", given.get("userId"))
+    anonymous_id = _identifier(type_, "anonymousId", given.get("anonymousId"))
+    bound = current_identity()
+    if bound is not None and user_id is None and anonymous_id is None:
+        user_id, anonymous_id = bound.user_id, bound.anonymous_id
+    if user_id is None and anonymous_id is None and type_ != "alias":
+        anonymous_id = str(uuid.uuid4())
+    if user_id is not None:
+        out["userId"] = user_id
+    if anonymous_id is not None:
+        out["anonymousId"] = anonymous_id
+
+    if type_ == "track":
+        event = _optional_str(type_, "event", given.get("event")) or event_default
+        if not event:
+            raise ValueError(
+                "track: event is required (the name of the action, e.g. 'Order completed')"
+            )
+        out["event"] = event
+        out["properties"] = _mapping(type_, "properties", given.get("properties"))
+    elif type_ in ("identify", "group"):
+        if type_ == "group":
+            group_id = _identifier(type_, "groupId", given.get("groupId"))
+            if group_id is None:
+                raise ValueError("group: groupId is required")
+            out["groupId"] = group_id
+        out["traits"] = _mapping(type_, "traits", given.get("traits"))
+    elif type_ in ("page", "screen"):
+        properties = _mapping(type_, "properties", given.get("properties"))
+        name = _optional_str(type_, "name", given.get("name"))
+        category = _optional_str(type_, "category", given.get("category"))
+        if name is not None:
+            out["name"] = name
+        if category is not None:
+            out["category"] = category
+            if type_ == "page":
+                properties["category"] = category
+        out["properties"] = properties
+    else:  # alias
+        previous_id = _identifier(type_, "previousId", given.get("previousId"))
+        if previous_id is None:
+            raise ValueError("alias: previousId is required (the id the user had before)")
+        if user_id is None:
+            raise ValueError("alias: userId is required (the id the user has now)")
+        out["previousId"] = previous_id
+
+    context = _mapping(type_, "context", given.get("context"))
+    if bound is not None and bound.context:
+        context = {**bound.context, **context}
+    library = context.get("library")
+    context["library"] = {**library, **LIBRARY} if isinstance(library, Mapping) else dict(LIBRARY)
+    out["context"] = context
+    out["integrations"] = _mapping(type_, "integrations", given.get("integrations"))
+    return out

@@ -1,0 +1,154 @@
+"""Every setting of the client, its default, and the checks made at construction.
+
+Checking here, once, means a typo in a dictConfig dict fails at startup with a message naming
+the setting, instead of surfacing later on a background thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
+
+from ._redact import redact_write_key
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PATH", "ErrorHandler", "Settings", "TransportKey"]
+
+DEFAULT_HOST = "https://us-east-1.hightouch-events.com"
+DEFAULT_PATH = "/v1/batch"
+WRITE_KEY_ENV = "HT_WRITE_KEY"
+
+#: ``on_error(error, messages)``: called on the transport thread for every message that failed
+#: for good (or was dropped), with the messages as they were sent.
+ErrorHandler = Callable[[BaseException, Sequence[dict[str, Any]]], Any]
+
+#: The settings that decide which transport a client uses. Equal keys share one transport.
+TransportKey = tuple[Any, ...]
+
+
+def _positive_number(name: str, value: Any, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if value < 0 or (value == 0 and not allow_zero) or value != value:
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'} seconds, got {value!r}")
+    return float(value)
+
+
+def _int_at_least(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated settings of one :class:`~htevents_logging.HtEvents` client.
+
+    Build it with :meth:`Settings.create`, which applies defaults and checks every value.
+    """
+
+    write_key: Optional[str]
+    host: str = DEFAULT_HOST
+    path: str = DEFAULT_PATH
+    max_retries: int = 3
+    max_events_in_batch: int = 15
+    flush_interval: float = 10.0
+    http_request_timeout: float = 10.0
+    disable: bool = False
+    max_queue_size: int = 100_000
+    gzip: bool = False
+    on_error: Optional[ErrorHandler] = None
+    shutdown_timeout: float = 5.0
+    spool_path: Optional[str] = None
+    debug: bool = False
+    retry_backoff: float = 0.5
+    retry_backoff_max: float = 30.0
+    retry_after_max: float = 60.0
+
+    @classmethod
+    def create(cls, **kwargs: Any) -> Settings:
+        """Apply defaults, read ``HT_WRITE_KEY`` when no key is given, and validate.
+
+        Raises ``TypeError`` for an unknown setting or a value of the wrong type, and
+        ``ValueError`` for a value out of range; the message names the setting.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise TypeError(
+                f"unknown setting(s) {', '.join(unknown)}; "
+                f"the settings are {', '.join(sorted(known))}"
+            )
+        if kwargs.get("write_key") is None:
+            kwargs["write_key"] = os.environ.get(WRITE_KEY_ENV) or None
+        settings = cls(**kwargs)
+        settings._validate()
+        return settings
+
+    def _validate(self) -> None:
+        key = self.write_key
+        if key is not None and (not isinstance(key, str) or not key.strip()):
+            raise ValueError("write_key must be a non-empty string")
+        if key is None and not self.disable:
+            raise ValueError(
+                "write_key is required: pass HtEvents(write_key=...) or set the "
+                f"{WRITE_KEY_ENV} environment variable (or pass disable=True to send nothing)"
+            )
+        if not isinstance(self.host, str) or not self.host.startswith(("http://", "https://")):
+            raise ValueError(
+                f"host must start with http:// or https://, got {self.host!r} "
+                f"(for example {DEFAULT_HOST!r})"
+            )
+        if not isinstance(self.path, str) or not self.path.startswith("/"):
+            raise ValueError(f"path must start with '/', got {self.path!r}")
+        _int_at_least("max_retries", self.max_retries, 0)
+        _int_at_least("max_events_in_batch", self.max_events_in_batch, 1)
+        _int_at_least("max_queue_size", self.max_queue_size, 1)
+        _positive_number("flush_interval", self.flush_interval)
+        _positive_number("http_request_timeout", self.http_request_timeout)
+        _positive_number("shutdown_timeout", self.shutdown_timeout, allow_zero=True)
+        _positive_number("retry_backoff", self.retry_backoff, allow_zero=True)
+        _positive_number("retry_backoff_max", self.retry_backoff_max, allow_zero=True)
+        _positive_number("retry_after_max", self.retry_after_max, allow_zero=True)
+        for flag in ("disable", "gzip", "debug"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"{flag} must be True or False, not {getattr(self, flag)!r}")
+        if self.on_error is not None and not callable(self.on_error):
+            raise TypeError("on_error must be a callable on_error(error, messages)")
+        if self.spool_path is not None and not isinstance(self.spool_path, (str, os.PathLike)):
+            raise TypeError("spool_path must be a path")
+
+    @property
+    def url(self) -> str:
+        """The full endpoint, ``host`` (a trailing ``/`` tolerated) plus ``path``."""
+        return self.host.rstrip("/") + self.path
+
+    def transport_key(self) -> TransportKey:
+        """The settings a transport is built from: front-ends with equal keys share one."""
+        return (
+            self.write_key,
+            self.url,
+            self.max_retries,
+            self.max_events_in_batch,
+            self.flush_interval,
+            self.http_request_timeout,
+            self.max_queue_size,
+            self.gzip,
+            self.shutdown_timeout,
+            os.fspath(self.spool_path) if self.spool_path is not None else None,
+            self.retry_backoff,
+            self.retry_backoff_max,
+            self.retry_after_max,
+        )
+
+    def __repr__(self) -> str:
+        shown: list[str] = []
+        for f in dataclasses.fields(self):
+            value: Union[str, Any] = getattr(self, f.name)
+            text = repr(redact_write_key(value)) if f.name == "write_key" else repr(value)
+            shown.append(f"{f.name}={text}")
+        return f"Settings({', '.join(shown)})"

@@ -1,0 +1,60 @@
+"""Cutting batches: by count, by real encoded bytes, and by time since a batch's first event."""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from .envelope import Envelope
+
+__all__ = ["Batcher"]
+
+
+class Batcher:
+    """Collects envelopes into the next batch and says when it must go.
+
+    A batch goes when it holds ``max_events`` messages, when one more message would take the
+    request body (``envelope_bytes`` of ``{"batch":[...],"sentAt":...}`` plus the messages and
+    their commas) to ``max_bytes`` or more, or ``interval`` seconds after its first message
+    arrived: a quiet service still delivers within ``flush_interval``.
+    """
+
+    def __init__(self, max_events: int, max_bytes: int, interval: float, envelope_bytes: int):
+        self._max_events = max_events
+        self._max_bytes = max_bytes
+        self._interval = interval
+        self._envelope_bytes = envelope_bytes
+        self._items: list[Envelope] = []
+        self._bytes = envelope_bytes
+        self._deadline: Optional[float] = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, envelope: Envelope) -> list[list[Envelope]]:
+        """Add one envelope; return the batches that are now complete (usually none)."""
+        ready: list[list[Envelope]] = []
+        size = len(envelope.data) + (1 if self._items else 0)
+        if self._items and self._bytes + size >= self._max_bytes:
+            ready.append(self.take())
+            size = len(envelope.data)
+        if not self._items:
+            self._deadline = time.monotonic() + self._interval
+        self._items.append(envelope)
+        self._bytes += size
+        if len(self._items) >= self._max_events:
+            ready.append(self.take())
+        return ready
+
+    def time_left(self) -> Optional[float]:
+        """Seconds until the current batch is due, or ``None`` when there is none."""
+        if self._deadline is None:
+            return None
+        return max(0.0, self._deadline - time.monotonic())
+
+    def take(self) -> list[Envelope]:
+        """Hand over the current batch (possibly empty) and start a new one."""
+        items, self._items = self._items, []
+        self._bytes = self._envelope_bytes
+        self._deadline = None
+        return items

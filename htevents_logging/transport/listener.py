@@ -1,0 +1,111 @@
+"""The one background thread: a ``QueueListener`` that drains the queue into the batcher."""
+
+from __future__ import annotations
+
+import logging.handlers
+import queue
+import threading
+from collections.abc import Sequence
+from typing import Any, Callable
+
+from .._log import logger
+from .batcher import Batcher
+from .envelope import Envelope, FlushRequest
+
+__all__ = ["TICK", "BatchListener", "MessageQueue", "is_transport_thread"]
+
+#: Put on the queue to wake the thread without asking anything of it.
+TICK = object()
+
+_marker = threading.local()
+# What QueueListener._monitor stops on.
+_SENTINEL = logging.handlers.QueueListener._sentinel  # type: ignore[attr-defined]
+
+
+class MessageQueue(queue.Queue):  # type: ignore[type-arg]
+    """The bounded queue between the calling threads and the listener.
+
+    ``task_done`` is a no-op: nothing joins this queue (``flush`` uses its own marker), and the
+    listener hands out ticks and the sentinel that were never put on it.
+    """
+
+    def task_done(self) -> None:
+        """Nothing to do (see the class docstring)."""
+
+
+def is_transport_thread() -> bool:
+    """True on a transport thread: the logging front-ends never turn its records into events."""
+    return getattr(_marker, "active", False)
+
+
+class BatchListener(logging.handlers.QueueListener):
+    """Drains the queue: envelopes into the batcher, due batches out to ``export``.
+
+    It keeps ``QueueListener``'s shape and override points: ``dequeue`` waits no longer than
+    the current batch may wait (so time-based cuts happen with no extra timer thread), and
+    ``handle`` takes one item: an envelope, a flush request, or a tick.
+    """
+
+    def __init__(
+        self,
+        queue: MessageQueue,
+        batcher: Batcher,
+        export: Callable[[Sequence[Envelope]], None],
+        closing: threading.Event,
+    ) -> None:
+        super().__init__(queue)
+        self._queue = queue
+        self._batcher = batcher
+        self._export = export
+        self._closing = closing
+
+    def start(self) -> None:
+        """Start the daemon thread, named ``htevents-transport``."""
+        monitor = self._monitor  # type: ignore[attr-defined]
+        self._thread = thread = threading.Thread(
+            target=monitor, name="htevents-transport", daemon=True
+        )
+        thread.start()
+
+    def is_alive(self) -> bool:
+        """Whether the thread is running."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the thread to end; True when it has."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(max(0.0, timeout))
+        return not self.is_alive()
+
+    def dequeue(self, block: bool) -> Any:
+        """Next item; a tick when the current batch falls due first; the sentinel when closed."""
+        _marker.active = True
+        try:
+            if self._closing.is_set():
+                try:
+                    return self._queue.get_nowait()
+                except queue.Empty:
+                    return TICK if len(self._batcher) else _SENTINEL
+            return self._queue.get(block, self._batcher.time_left())
+        except queue.Empty:
+            return TICK
+
+    def handle(self, record: Any) -> None:
+        """Take one item off the queue. Never raises: an error here is logged, not fatal."""
+        try:
+            if isinstance(record, Envelope):
+                for batch in self._batcher.add(record):
+                    self._export(batch)
+            elif isinstance(record, FlushRequest):
+                self._send_pending()
+                record.done.set()
+            elif self._closing.is_set() or self._batcher.time_left() == 0.0:
+                self._send_pending()
+        except Exception:
+            logger.exception("htevents-logging transport error (the thread carries on)")
+
+    def _send_pending(self) -> None:
+        if len(self._batcher):
+            self._export(self._batcher.take())

@@ -1,0 +1,89 @@
+"""One transport per set of transport settings per process, closed at exit, renewed after fork.
+
+Every front-end asks here for its transport, so a handler, a structlog processor and a client
+built with the same settings share one queue, one thread and one connection pool.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+import time
+import weakref
+
+from ..settings import Settings, TransportKey
+from .transport import Transport
+
+__all__ = ["acquire_transport", "close_all", "release_transport"]
+
+_lock = threading.Lock()
+_transports: dict[TransportKey, Transport] = {}
+# Every transport ever made in this process, weakly: the fork hook renews the live ones.
+_everyone: weakref.WeakSet[Transport] = weakref.WeakSet()
+
+
+def acquire_transport(settings: Settings) -> Transport:
+    """The shared transport for these settings (made on first use); pair with ``release``."""
+    key = settings.transport_key()
+    with _lock:
+        transport = _transports.get(key)
+        if transport is None:
+            transport = _transports[key] = Transport(settings)
+            _everyone.add(transport)
+        transport.users += 1
+        return transport
+
+
+def release_transport(transport: Transport, timeout: float) -> bool:
+    """Let go of a transport: the last user closes it, the others just flush."""
+    with _lock:
+        transport.users -= 1
+        last = transport.users <= 0
+        if last:
+            key = transport.settings.transport_key()
+            if _transports.get(key) is transport:
+                del _transports[key]
+    return transport.close(timeout) if last else transport.flush(timeout)
+
+
+def close_all(timeout: float | None = None) -> int:
+    """Close every transport, together bounded by ``timeout`` (default: the largest
+    ``shutdown_timeout``); return how many messages were left undelivered."""
+    with _lock:
+        transports = list(_transports.values())
+        _transports.clear()
+    if not transports:
+        return 0
+    if timeout is None:
+        timeout = max(t.settings.shutdown_timeout for t in transports)
+    deadline = time.monotonic() + timeout
+    for transport in transports:
+        remaining = max(0.0, deadline - time.monotonic())
+        transport.close(min(remaining, transport.settings.shutdown_timeout))
+    return sum(t.undelivered_at_close() for t in transports)
+
+
+def _at_exit() -> None:
+    left = close_all()
+    if left:
+        print(
+            f"htevents-logging: {left} message(s) were not delivered before exit "
+            "(the server was slow or down); raise shutdown_timeout, call close() earlier, "
+            "or configure spool_path to keep them",
+            file=sys.stderr,
+        )
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()
+    for transport in list(_everyone):
+        if not transport.closed:
+            transport.reset_after_fork()
+
+
+atexit.register(_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,199 @@
+"""The HTTP request, the retry policy and its backoff: one batch in, one outcome out."""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import gzip
+import json
+import random
+import threading
+import time
+from collections.abc import Sequence
+from typing import Optional
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .._log import logger
+from .._redact import redact_write_key
+from .._version import __version__
+from ..errors import DeliveryError
+from ..settings import Settings
+from .envelope import Envelope
+from .stats import Stats
+
+__all__ = ["Sender", "is_retryable_status", "parse_retry_after"]
+
+USER_AGENT = f"htevents-logging/{__version__}"
+
+
+def is_retryable_status(status: int) -> bool:
+    """408, 429 and 5xx (except 501 Not Implemented and 505 HTTP Version) may succeed later."""
+    return status in (408, 429) or (500 <= status < 600 and status not in (501, 505))
+
+
+def parse_retry_after(value: Optional[str]) -> Optional[float]:
+    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date), or ``None``."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return max(0.0, seconds) if seconds == seconds else None
+
+
+def _now_text() -> bytes:
+    now = time.time()
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    ).encode()
+
+
+class Sender:
+    """Sends batches over one pooled ``requests.Session``, one at a time, retrying as WIRE.md says.
+
+    ``wake`` is set by ``close()``: it cuts a backoff wait short so shutdown never sleeps.
+    """
+
+    def __init__(self, settings: Settings, stats: Stats, wake: threading.Event) -> None:
+        self._settings = settings
+        self._stats = stats
+        self._wake = wake
+        self._url = settings.url
+        key = settings.write_key or ""
+        self._key = key
+        self._tail = b'","writeKey":' + json.dumps(key).encode() + b"}"
+        self._headers = {
+            "Content-Type": "application/json",
+            "Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode("ascii"),
+            "User-Agent": USER_AGENT,
+        }
+        if settings.gzip:
+            self._headers["Content-Encoding"] = "gzip"
+        self._session = self._new_session()
+
+    @staticmethod
+    def _new_session() -> requests.Session:
+        session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session
+
+    def envelope_bytes(self) -> int:
+        """Bytes a request body spends besides its messages and their commas."""
+        return len(self.body([]))
+
+    def body(self, batch: Sequence[Envelope]) -> bytes:
+        """The request body, with a fresh ``sentAt``."""
+        return b"".join(
+            (
+                b'{"batch":[',
+                b",".join([envelope.data for envelope in batch]),
+                b'],"sentAt":"',
+                _now_text(),
+                self._tail,
+            )
+        )
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._session.close()
+
+    def _backoff(self, attempt: int) -> float:
+        settings = self._settings
+        ceiling = min(settings.retry_backoff_max, settings.retry_backoff * 2.0 ** (attempt - 1))
+        jitter: float = random.uniform(0.5, 1.0)
+        return ceiling * jitter
+
+    def _clean(self, text: str) -> str:
+        return text.replace(self._key, redact_write_key(self._key)) if self._key else text
+
+    def send(self, batch: Sequence[Envelope], deadline: Optional[float]) -> Optional[DeliveryError]:
+        """Deliver one batch; return ``None`` on success, or the error that ended it.
+
+        ``deadline`` (a ``time.monotonic()`` value) is set while closing: no request runs past
+        it, and what is not delivered by then fails with reason ``shutdown_timeout``.
+        """
+        settings = self._settings
+        count = len(batch)
+        attempts = 0
+        status: Optional[int] = None
+        detail = ""
+        while True:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return DeliveryError(
+                    f"{count} message(s) not delivered before the shutdown deadline after "
+                    f"{attempts} attempt(s){': ' + detail if detail else ''}; raise "
+                    "shutdown_timeout or configure spool_path to keep them",
+                    reason="shutdown_timeout",
+                    status=status,
+                    attempts=attempts,
+                )
+            timeout = settings.http_request_timeout
+            if deadline is not None:
+                timeout = min(timeout, deadline - now)
+            body = self.body(batch)
+            if settings.gzip:
+                body = gzip.compress(body, compresslevel=6)
+            attempts += 1
+            retry_after: Optional[float] = None
+            try:
+                response = self._session.post(
+                    self._url,
+                    data=body,
+                    headers=self._headers,
+                    timeout=timeout,
+                    allow_redirects=False,
+                )
+            except requests.RequestException as exc:
+                status = None
+                detail = self._clean(f"{type(exc).__name__}: {exc}")
+                retryable = True
+            else:
+                status = response.status_code
+                if 200 <= status < 300:
+                    response.close()
+                    logger.debug("delivered %d message(s) (HTTP %d)", count, status)
+                    return None
+                text = response.text[:200].strip()
+                response.close()
+                detail = self._clean(f"HTTP {status}" + (f" {text!r}" if text else ""))
+                retryable = is_retryable_status(status)
+                if status in (429, 503):
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            if not retryable:
+                assert status is not None
+                return DeliveryError(
+                    f"{count} message(s) refused by {self._url}: {detail}; a "
+                    f"{status // 100}xx answer means the request itself is wrong (check the "
+                    "write key, host and path), so it is not retried",
+                    reason=f"http_{status // 100}xx",
+                    status=status,
+                    attempts=attempts,
+                )
+            if attempts > settings.max_retries:
+                return DeliveryError(
+                    f"{count} message(s) not delivered to {self._url} after {attempts} "
+                    f"attempt(s); last: {detail}",
+                    reason="retries_exhausted",
+                    status=status,
+                    attempts=attempts,
+                )
+            if retry_after is not None:
+                delay = min(retry_after, settings.retry_after_max)
+            else:
+                delay = self._backoff(attempts)
+            if deadline is not None:
+                delay = min(delay, max(0.0, deadline - time.monotonic()))
+            logger.debug("attempt %d failed (%s); retrying in %.2fs", attempts, detail, delay)
+            self._stats.add("retries")
+            self._wake.wait(delay)

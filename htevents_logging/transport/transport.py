@@ -1,0 +1,220 @@
+"""The transport: one bounded queue, one listener thread, one sender, and the outcomes.
+
+Front-ends call :meth:`Transport.enqueue` and never wait: a full queue drops the message, and
+counts and reports it. Everything slow (batching, HTTP, retries, callbacks) happens on the
+listener thread.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, Optional
+
+from .._log import logger, warn_limited
+from ..encoding import MAX_BATCH_BYTES
+from ..errors import DeliveryError
+from ..settings import Settings
+from .batcher import Batcher
+from .envelope import Envelope, FlushRequest, messages_of
+from .listener import TICK, BatchListener, MessageQueue
+from .sender import Sender
+from .stats import Stats
+
+__all__ = ["Transport"]
+
+
+class Transport:
+    """Queue, batch and export for one set of transport settings, shared by the front-ends."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.users = 0
+        self.stats = Stats()
+        self._start_lock = threading.Lock()
+        self._setup()
+
+    def _setup(self) -> None:
+        settings = self.settings
+        self._closing = threading.Event()
+        self._closed = False
+        self._deadline: Optional[float] = None
+        self._queue = MessageQueue(settings.max_queue_size)
+        self._sender = Sender(settings, self.stats, self._closing)
+        self._batcher = Batcher(
+            settings.max_events_in_batch,
+            MAX_BATCH_BYTES,
+            settings.flush_interval,
+            self._sender.envelope_bytes(),
+        )
+        self._listener = BatchListener(self._queue, self._batcher, self._export, self._closing)
+        self._started = False
+        self._settle_lock = threading.Lock()
+        self._in_flight: Optional[Sequence[Envelope]] = None
+
+    # -- the calling thread ---------------------------------------------------------------
+
+    def enqueue(self, envelope: Envelope) -> bool:
+        """Queue one message without waiting; False (and reported) when it is dropped."""
+        if self._closed:
+            self.drop(envelope, "after_close", "the client was closed; nothing more is sent")
+            return False
+        if not self._started:
+            self._start()
+        try:
+            self._queue.put_nowait(envelope)
+        except queue.Full:
+            self.drop(
+                envelope,
+                "queue_full",
+                f"the queue is full ({self.settings.max_queue_size} messages): the server is "
+                "slow or down; raise max_queue_size or configure spool_path",
+            )
+            return False
+        self.stats.add("enqueued")
+        return True
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if not self._started:
+                self._listener.start()
+                self._started = True
+
+    def drop(self, envelope: Envelope, reason: str, why: str) -> None:
+        """Count a message as dropped, warn (rate-limited), and tell its callback and on_error."""
+        self.stats.add("dropped", reason=reason)
+        warn_limited(f"dropped:{reason}", "htevents-logging dropped a message: %s", why)
+        self._report([envelope], DeliveryError(f"message dropped: {why}", reason=reason))
+
+    # -- the listener thread --------------------------------------------------------------
+
+    def _export(self, batch: Sequence[Envelope]) -> None:
+        with self._settle_lock:
+            self._in_flight = batch
+        error = self._sender.send(batch, self._deadline)
+        with self._settle_lock:
+            if self._in_flight is not batch:
+                return  # close() gave up waiting for it and has reported it already
+            self._in_flight = None
+        self._settle(batch, error)
+
+    def _settle(self, batch: Sequence[Envelope], error: Optional[DeliveryError]) -> None:
+        if error is None:
+            self.stats.add("sent", len(batch))
+            self.stats.add("batches")
+        else:
+            self.stats.add("failed", len(batch), reason=error.reason)
+            logger.warning("htevents-logging: %s", error)
+        self._report(batch, error)
+
+    def _abandon(self) -> None:
+        """At the close deadline, with the thread still stuck in a request: report the
+        in-flight batch and everything still queued as failed, from the closing thread."""
+        with self._settle_lock:
+            left: list[Envelope] = list(self._in_flight or ())
+            self._in_flight = None
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, Envelope):
+                left.append(item)
+        if left:
+            self._settle(
+                left,
+                DeliveryError(
+                    f"{len(left)} message(s) not delivered before the shutdown deadline (the "
+                    "server did not answer in time); raise shutdown_timeout or configure "
+                    "spool_path to keep them",
+                    reason="shutdown_timeout",
+                ),
+            )
+
+    def _report(self, batch: Sequence[Envelope], error: Optional[DeliveryError]) -> None:
+        """Tell each message's callback, and on failure each distinct ``on_error``, once."""
+        if error is not None:
+            by_handler: dict[int, tuple[Any, list[Envelope]]] = {}
+            for envelope in batch:
+                if envelope.on_error is not None:
+                    entry = by_handler.setdefault(id(envelope.on_error), (envelope.on_error, []))
+                    entry[1].append(envelope)
+            for on_error, envelopes in by_handler.values():
+                try:
+                    on_error(error, messages_of(envelopes))
+                except Exception:
+                    logger.exception("htevents-logging: on_error raised (ignored)")
+        for envelope in batch:
+            if envelope.callback is not None:
+                try:
+                    envelope.callback(error, envelope.as_message())
+                except Exception:
+                    logger.exception("htevents-logging: a message callback raised (ignored)")
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    def queue_depth(self) -> int:
+        """Messages waiting in the queue (not counting the batch being built or sent)."""
+        return self._queue.qsize()
+
+    def pending(self) -> int:
+        """Messages accepted but not yet delivered or failed."""
+        stats = self.stats
+        return stats.get("enqueued") - stats.get("sent") - stats.get("failed")
+
+    def undelivered_at_close(self) -> int:
+        """Messages that closing left undelivered: still pending, or failed at the deadline."""
+        failed = self.stats.snapshot(0)["failed_by_reason"].get("shutdown_timeout", 0)
+        return max(0, self.pending()) + failed
+
+    def flush(self, timeout: float) -> bool:
+        """Send everything queued before the call; True when all of it is settled in time."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        if not self._started or not self._listener.is_alive():
+            return self.pending() <= 0
+        request = FlushRequest()
+        try:
+            self._queue.put(request, timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Full:
+            return False
+        return request.done.wait(max(0.0, deadline - time.monotonic()))
+
+    def close(self, timeout: float) -> bool:
+        """Flush within ``timeout``, then stop the thread; later messages are dropped.
+
+        Retries still under way are cut short (no backoff sleeps, no request past the
+        deadline); what is not delivered by then fails with reason ``shutdown_timeout`` and is
+        reported. Returns True when everything was delivered or failed for good in time.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        if self._closed:
+            return self._listener.join(0) if self._started else True
+        self._closed = True
+        self._deadline = deadline
+        self._closing.set()
+        if not self._started:
+            return True
+        try:
+            self._queue.put_nowait(TICK)
+        except queue.Full:
+            pass  # the thread has plenty to do; it stops when the queue is empty
+        done = self._listener.join(deadline - time.monotonic())
+        if done:
+            self._sender.close()
+        else:
+            self._abandon()
+        return done
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: a fresh queue, thread and connection pool; the parent's queue
+        stays the parent's to send."""
+        self.stats = Stats()
+        self._start_lock = threading.Lock()
+        self._setup()

@@ -1,0 +1,38 @@
+"""Small helpers the tests share: waiting on a condition with a deadline, never a bare sleep."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable, Optional
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 5.0) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` passes; return its last truth."""
+    deadline = time.monotonic() + timeout
+    wake = threading.Event()
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return bool(predicate())
+        wake.wait(0.005)
+
+
+class Outcomes:
+    """A ``callback(error, message)`` that records every outcome, for asserting on them."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.results: list[tuple[Optional[BaseException], dict[str, Any]]] = []
+
+    def __call__(self, error: Optional[BaseException], message: dict[str, Any]) -> None:
+        with self.lock:
+            self.results.append((error, message))
+
+    def wait(self, n: int, timeout: float = 5.0) -> bool:
+        return wait_until(lambda: len(self.results) >= n, timeout)
+
+    @property
+    def errors(self) -> list[Optional[BaseException]]:
+        return [error for error, _ in self.results]

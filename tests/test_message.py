@@ -1,0 +1,134 @@
+"""The message model: both spellings, validation naming the field, and the wire form."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import pytest
+
+from htevents_logging import HtEvents, bind
+from htevents_logging.message import build_message, format_timestamp
+
+
+@pytest.fixture
+def htevents():
+    return HtEvents(disable=True)
+
+
+def test_each_call_returns_the_normalized_message_with_a_uuid4_message_id(htevents):
+    message = htevents.track(user_id="123", event="Order completed", properties={"total": 29.99})
+    assert uuid.UUID(message["messageId"]).version == 4
+    assert message["type"] == "track"
+    assert message["userId"] == "123"
+    assert message["properties"] == {"total": 29.99}
+    assert message["integrations"] == {}
+    assert message["context"]["library"] == {"name": "htevents-logging", "version": "0.1.0"}
+
+
+def test_the_seed_mapping_form_and_the_keyword_form_build_the_same_message(htevents):
+    seed = htevents.identify({"userId": "1", "traits": {"a": 1}, "messageId": "m"})
+    keyword = htevents.identify(user_id="1", traits={"a": 1}, message_id="m")
+    assert {**seed, "timestamp": None} == {**keyword, "timestamp": None}
+
+
+def test_mappings_take_snake_case_too_and_mix_with_keywords(htevents):
+    message = htevents.group({"user_id": "1"}, group_id="g")
+    assert (message["userId"], message["groupId"]) == ("1", "g")
+
+
+def test_the_same_field_twice_with_different_values_is_an_error(htevents):
+    with pytest.raises(ValueError, match="userId given twice"):
+        htevents.track({"userId": "1", "event": "x"}, user_id="2")
+    # ...but the same value twice is fine
+    assert htevents.track({"userId": "1"}, user_id="1", event="x")["userId"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("call", "kwargs", "error", "field"),
+    [
+        ("track", {"user_id": "1"}, ValueError, "event"),
+        ("group", {"user_id": "1"}, ValueError, "groupId"),
+        ("alias", {"user_id": "1"}, ValueError, "previousId"),
+        ("alias", {"previous_id": "a"}, ValueError, "userId"),
+        ("track", {"event": "x", "properties": 5}, TypeError, "properties"),
+        ("identify", {"traits": ["a"]}, TypeError, "traits"),
+        ("track", {"event": "x", "user_id": True}, TypeError, "userId"),
+        ("track", {"event": "x", "colour": "red"}, ValueError, "colour"),
+        ("identify", {"event": "x"}, ValueError, "event"),
+        ("track", {"event": "x", "timestamp": "yesterday"}, ValueError, "timestamp"),
+        ("page", {"name": 5}, TypeError, "name"),
+    ],
+)
+def test_programming_errors_raise_naming_the_field(htevents, call, kwargs, error, field):
+    with pytest.raises(error, match=field):
+        getattr(htevents, call)(**kwargs)
+
+
+def test_bad_calls_are_counted_as_rejected(htevents):
+    with pytest.raises(ValueError):
+        htevents.track(user_id="1")
+    assert htevents.stats()["rejected_by_reason"] == {"invalid": 1}
+
+
+def test_an_anonymous_id_is_generated_when_both_ids_are_missing(htevents):
+    message = htevents.track(event="x")
+    assert "userId" not in message
+    assert uuid.UUID(message["anonymousId"]).version == 4
+
+
+def test_absent_ids_are_omitted_and_numeric_ids_become_strings(htevents):
+    message = htevents.group(user_id=42, group_id=7)
+    assert message["userId"] == "42" and message["groupId"] == "7"
+    assert "anonymousId" not in message
+    assert None not in message.values()
+
+
+def test_page_copies_category_into_properties_screen_does_not(htevents):
+    page = htevents.page(user_id="1", name="Intro", category="Docs", properties={"url": "/d"})
+    assert page["properties"] == {"url": "/d", "category": "Docs"}
+    assert page["category"] == "Docs"
+    screen = htevents.screen(user_id="1", name="Home", category="Main")
+    assert screen["properties"] == {}
+
+
+def test_the_library_is_merged_into_the_callers_context_which_is_never_mutated(htevents):
+    context = {"ip": "203.0.113.5", "library": {"foo": "bar"}}
+    properties = {"total": 1}
+    message = htevents.track(user_id="1", event="x", context=context, properties=properties)
+    assert message["context"] == {
+        "ip": "203.0.113.5",
+        "library": {"foo": "bar", "name": "htevents-logging", "version": "0.1.0"},
+    }
+    assert context == {"ip": "203.0.113.5", "library": {"foo": "bar"}}
+    message["properties"]["total"] = 2
+    assert properties == {"total": 1}
+
+
+def test_timestamps_are_utc_milliseconds_z():
+    assert format_timestamp(0.1234) == "1970-01-01T00:00:00.123Z"
+    assert format_timestamp(dt.datetime(2024, 1, 2, 3, 4, 5, 678901)) == "2024-01-02T03:04:05.678Z"
+    aware = dt.datetime(2024, 1, 2, 5, 4, 5, 678000, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    assert format_timestamp(aware) == "2024-01-02T03:04:05.678Z"
+    assert format_timestamp("2024-01-02T03:04:05.678Z") == "2024-01-02T03:04:05.678Z"
+    assert format_timestamp("2024-01-02T05:04:05.678+02:00") == "2024-01-02T03:04:05.678Z"
+
+
+def test_timestamp_defaults_to_the_time_of_the_call(htevents):
+    before = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    stamp = htevents.track(user_id="1", event="x")["timestamp"]
+    parsed = dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ")
+    assert abs((parsed - before).total_seconds()) < 2
+
+
+def test_a_given_message_id_is_kept(htevents):
+    assert htevents.alias(user_id="u", previous_id="a", message_id="m-1")["messageId"] == "m-1"
+
+
+def test_bound_identity_fills_missing_ids_and_context_goes_under_the_messages_own():
+    with bind(user_id="u-1", context={"ip": "1.2.3.4", "locale": "fr"}):
+        message = build_message("track", {"event": "x", "context": {"locale": "en"}})
+        explicit = build_message("track", {"event": "x", "anonymousId": "a"})
+    assert message["userId"] == "u-1"
+    assert message["context"]["ip"] == "1.2.3.4" and message["context"]["locale"] == "en"
+    assert explicit["anonymousId"] == "a" and "userId" not in explicit

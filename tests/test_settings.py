@@ -1,0 +1,79 @@
+"""Settings: the seed's defaults, checked at construction, and the write key never shown."""
+
+from __future__ import annotations
+
+import pytest
+
+from htevents_logging import HtEvents
+from htevents_logging.settings import Settings
+
+KEY = "sk_live_0123456789abcdef"
+
+
+def test_defaults_are_the_seeds():
+    settings = Settings.create(write_key=KEY)
+    assert settings.host == "https://us-east-1.hightouch-events.com"
+    assert settings.path == "/v1/batch"
+    assert settings.max_retries == 3
+    assert settings.max_events_in_batch == 15
+    assert settings.flush_interval == 10.0
+    assert settings.http_request_timeout == 10.0
+    assert settings.disable is False
+    assert settings.url == "https://us-east-1.hightouch-events.com/v1/batch"
+
+
+def test_write_key_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("HT_WRITE_KEY", KEY)
+    assert Settings.create().write_key == KEY
+
+
+def test_missing_write_key_names_the_setting_and_the_variable(monkeypatch):
+    monkeypatch.delenv("HT_WRITE_KEY", raising=False)
+    with pytest.raises(ValueError, match=r"write_key.*HT_WRITE_KEY"):
+        HtEvents()
+
+
+def test_disabled_client_needs_no_key(monkeypatch):
+    monkeypatch.delenv("HT_WRITE_KEY", raising=False)
+    client = HtEvents(disable=True)
+    assert client.track(user_id="1", event="x")["event"] == "x"
+    assert client.stats()["enqueued"] == 0
+
+
+def test_trailing_slash_on_host_is_tolerated():
+    assert Settings.create(write_key=KEY, host="http://127.0.0.1:9/").url == (
+        "http://127.0.0.1:9/v1/batch"
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "error"),
+    [
+        ("host", "us-east-1.hightouch-events.com", ValueError),
+        ("path", "v1/batch", ValueError),
+        ("max_retries", -1, ValueError),
+        ("max_retries", "3", TypeError),
+        ("max_events_in_batch", 0, ValueError),
+        ("flush_interval", 0, ValueError),
+        ("http_request_timeout", -1.0, ValueError),
+        ("max_queue_size", 0, ValueError),
+        ("gzip", "yes", TypeError),
+        ("on_error", "not callable", TypeError),
+        ("shutdown_timeout", float("nan"), ValueError),
+    ],
+)
+def test_bad_settings_fail_at_construction_naming_the_setting(setting, value, error):
+    with pytest.raises(error, match=setting):
+        HtEvents(write_key=KEY, **{setting: value})
+
+
+def test_unknown_setting_is_named():
+    with pytest.raises(TypeError, match="flushInterval"):
+        Settings.create(write_key=KEY, flushInterval=1)
+
+
+def test_write_key_is_never_shown_in_full():
+    client = HtEvents(write_key=KEY, disable=True)
+    assert KEY not in repr(client)
+    assert KEY not in repr(client.settings)
+    assert "sk_l…" in repr(client)

@@ -1,0 +1,368 @@
+"""The transport against a real HTTP server on 127.0.0.1: batching, retries, outcomes, deadlines.
+
+Every test scripts the collector (``collector.script(...)``) to answer as the real endpoint can:
+2xx, 4xx with any body, 429 with ``Retry-After``, 5xx, a hang past the timeout, or a dropped
+connection.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from conftest import TEST_WRITE_KEY
+from helpers import Outcomes, wait_until
+
+from htevents_logging import DeliveryError, HtEvents, MessageTooLargeError
+from htevents_logging.collector import Drop, Hang, Reply
+from htevents_logging.transport.sender import is_retryable_status, parse_retry_after
+
+
+@pytest.fixture
+def make_client(collector):
+    """Clients aimed at the test's collector, with fast retries; all closed after the test."""
+    made: list[HtEvents] = []
+
+    def make(**overrides) -> HtEvents:
+        settings = {
+            "host": collector.url,
+            "flush_interval": 0.05,
+            "retry_backoff": 0.01,
+            "http_request_timeout": 2.0,
+            **overrides,
+        }
+        client = HtEvents(TEST_WRITE_KEY, **settings)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close(timeout=1.0)
+
+
+def batch_sizes(collector) -> list[int]:
+    return [len(r.json["batch"]) for r in collector.requests if r.json]
+
+
+# -- batching ------------------------------------------------------------------------------
+
+
+def test_batches_are_cut_by_count(collector, make_client):
+    client = make_client(max_events_in_batch=15, flush_interval=60)
+    for i in range(35):
+        client.track(user_id="u", event=f"e{i}")
+    assert client.flush(5)
+    assert batch_sizes(collector) == [15, 15, 5]
+
+
+def test_batches_are_cut_by_real_bytes_under_500000(collector, make_client):
+    client = make_client(max_events_in_batch=1000, flush_interval=60)
+    big = "é" * 14_000  # 28,000 bytes of UTF-8, 14,000 characters
+    for i in range(40):
+        client.track(user_id="u", event=f"e{i}", properties={"blob": big})
+    assert client.flush(10)
+    assert len(collector.events) == 40
+    assert all(len(r.body) < 500_000 for r in collector.requests)
+    assert len(collector.requests) >= 3
+    assert max(len(r.body) for r in collector.requests) > 400_000  # batches are filled
+
+
+def test_a_lone_event_is_sent_flush_interval_after_it_arrived(collector, make_client):
+    client = make_client(flush_interval=0.3)
+    start = time.monotonic()
+    client.track(user_id="u", event="quiet")
+    assert collector.wait_for_events(1, timeout=5)
+    assert time.monotonic() - start >= 0.25
+
+
+def test_a_message_over_32kb_is_rejected_before_it_is_queued(collector, make_client):
+    client = make_client()
+    with pytest.raises(MessageTooLargeError, match="32,768"):
+        client.track(user_id="u", event="big", properties={"blob": "x" * 40_000})
+    assert client.stats()["rejected_by_reason"] == {"oversize": 1}
+    assert client.stats()["enqueued"] == 0
+
+
+def test_a_full_queue_drops_counts_and_reports_without_blocking(collector, make_client):
+    outcomes = Outcomes()
+    client = make_client(max_queue_size=5, max_events_in_batch=1, http_request_timeout=5)
+    collector.script(Hang(10))
+    client.track(user_id="u", event="in flight")
+    assert collector.wait_for_requests(1, timeout=5)  # the thread is stuck on the hang
+    start = time.monotonic()
+    for i in range(12):
+        client.track(user_id="u", event=f"e{i}", callback=outcomes)
+    assert time.monotonic() - start < 0.5
+    stats = client.stats()
+    assert stats["dropped_by_reason"] == {"queue_full": 7}
+    assert stats["queue_depth"] == 5
+    dropped = [e for e in outcomes.errors if e is not None]
+    assert len(dropped) == 7
+    assert all(isinstance(e, DeliveryError) and e.reason == "queue_full" for e in dropped)
+
+
+def test_batches_go_one_at_a_time_in_order(collector, make_client):
+    client = make_client(max_events_in_batch=5, flush_interval=60)
+    sent = [client.track(user_id="u", event=f"e{i}")["messageId"] for i in range(23)]
+    assert client.flush(5)
+    assert [e["messageId"] for e in collector.events] == sent
+
+
+# -- the wire ------------------------------------------------------------------------------
+
+
+def test_the_request_carries_basic_auth_the_write_key_field_and_our_user_agent(
+    collector, make_client
+):
+    client = make_client()
+    client.track(user_id="u", event="x")
+    assert client.flush(5)
+    request = collector.requests[0]
+    assert request.method == "POST" and request.path == "/v1/batch"
+    assert request.header("Authorization") == "Basic dGVzdC13cml0ZS1rZXk6"
+    assert request.header("Content-Type") == "application/json"
+    assert request.header("User-Agent") == "htevents-logging/0.1.0"
+    assert request.header("Content-Encoding") is None
+    assert request.json["writeKey"] == TEST_WRITE_KEY
+    assert request.body.startswith(b'{"batch":[{')  # compact JSON
+
+
+def test_gzip_compresses_the_body(collector, make_client):
+    client = make_client(gzip=True)
+    client.track(user_id="u", event="zipped")
+    assert client.flush(5)
+    request = collector.requests[0]
+    assert request.header("Content-Encoding") == "gzip"
+    assert request.body[:2] == b"\x1f\x8b"
+    assert collector.events[0]["event"] == "zipped"
+
+
+# -- responses and retries -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [200, 201, 204])
+def test_any_2xx_is_success_and_is_not_retried(collector, make_client, status):
+    outcomes = Outcomes()
+    client = make_client()
+    collector.script(Reply(status, body=b"" if status == 204 else b"{}"))
+    client.track(user_id="u", event="x", callback=outcomes)
+    assert client.flush(5)
+    assert len(collector.requests) == 1
+    assert outcomes.errors == [None]
+    assert client.stats()["sent"] == 1 and client.stats()["retries"] == 0
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(400, body=b'{"error": "bad request"}'),
+        Reply(400, body=b"{}"),
+        Reply(400, body=b"<html><body>Bad Request</body></html>", content_type="text/html"),
+        Reply(401),
+        Reply(413),
+        Reply(501),
+        Reply(505),
+    ],
+    ids=["400-json", "400-empty", "400-html", "401", "413", "501", "505"],
+)
+def test_other_4xx_and_501_505_fail_at_once_whatever_the_body(collector, make_client, reply):
+    outcomes = Outcomes()
+    failures = []
+    client = make_client(on_error=lambda error, messages: failures.append((error, messages)))
+    collector.script(reply)
+    message = client.track(user_id="u", event="x", callback=outcomes)
+    assert client.flush(5)
+    assert len(collector.requests) == 1
+    [error] = outcomes.errors
+    assert isinstance(error, DeliveryError)
+    assert error.status == reply.status and error.attempts == 1
+    assert error.reason == f"http_{reply.status // 100}xx"
+    assert TEST_WRITE_KEY not in str(error)
+    [(reported, messages)] = failures
+    assert reported is error and [m["messageId"] for m in messages] == [message["messageId"]]
+    assert client.stats()["failed_by_reason"] == {error.reason: 1}
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [Reply(500), Reply(502), Reply(503), Reply(504), Reply(408), Reply(429), Drop(), Hang(5)],
+    ids=["500", "502", "503", "504", "408", "429", "dropped-connection", "hang"],
+)
+def test_transient_failures_are_retried_with_the_same_message_id(collector, make_client, failure):
+    client = make_client(http_request_timeout=0.3)
+    collector.script(failure)
+    message = client.track(user_id="u", event="x")
+    assert client.flush(5)
+    requests = collector.requests
+    assert len(requests) == 2
+    assert [e["messageId"] for e in collector.events] == [message["messageId"]]
+    first = json.loads(requests[0].body)
+    assert first["batch"][0]["messageId"] == message["messageId"]
+    assert client.stats()["retries"] == 1
+
+
+def test_sent_at_is_refreshed_on_every_attempt(collector, make_client):
+    client = make_client(retry_backoff=0.05)
+    collector.script(Reply(500))
+    client.track(user_id="u", event="x")
+    assert client.flush(5)
+    first, second = (json.loads(r.body)["sentAt"] for r in collector.requests)
+    assert first < second
+
+
+def test_retries_stop_after_max_retries_and_are_reported(collector, make_client):
+    outcomes = Outcomes()
+    client = make_client(max_retries=2)
+    collector.script(Reply(500), Reply(503), Reply(500), Reply(200))
+    client.track(user_id="u", event="x", callback=outcomes)
+    assert client.flush(5)
+    assert len(collector.requests) == 3  # 1 attempt + 2 retries
+    [error] = outcomes.errors
+    assert isinstance(error, DeliveryError)
+    assert error.reason == "retries_exhausted" and error.attempts == 3 and error.status == 500
+    assert client.stats()["failed_by_reason"] == {"retries_exhausted": 1}
+
+
+def test_retry_after_sets_the_wait(collector, make_client):
+    client = make_client()
+    collector.script(Reply(429, headers={"Retry-After": "1"}))
+    client.track(user_id="u", event="x")
+    assert client.flush(5)
+    first, second = collector.requests
+    assert second.received_at - first.received_at >= 0.9
+
+
+def test_retry_after_is_capped(collector, make_client):
+    client = make_client(retry_after_max=0.1)
+    collector.script(Reply(503, headers={"Retry-After": "3600"}))
+    client.track(user_id="u", event="x")
+    assert client.flush(5)
+    first, second = collector.requests
+    assert second.received_at - first.received_at < 1.0
+
+
+def test_retry_policy_matches_the_wire_contract():
+    assert all(is_retryable_status(s) for s in (408, 429, 500, 502, 503, 504, 599))
+    assert not any(is_retryable_status(s) for s in (400, 401, 403, 404, 413, 422, 501, 505))
+    assert parse_retry_after("2") == 2.0
+    assert parse_retry_after("soon") is None
+    assert 0 <= parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") <= 0.0  # in the past -> 0
+    future = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
+    assert 25 <= parse_retry_after(future) <= 31
+
+
+def test_backoff_is_exponential_with_jitter(make_client):
+    client = make_client(retry_backoff=1.0, retry_backoff_max=5.0)
+    sender = client._transport._sender
+    for attempt, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 5.0), (9, 5.0)]:
+        delays = {sender._backoff(attempt) for _ in range(50)}
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(delays) > 1  # jittered
+
+
+# -- outcomes --------------------------------------------------------------------------------
+
+
+def test_a_raising_callback_or_on_error_never_kills_the_thread(collector, make_client):
+    def bad_callback(error, message):
+        raise RuntimeError("callback bug")
+
+    def bad_on_error(error, messages):
+        raise RuntimeError("on_error bug")
+
+    client = make_client(on_error=bad_on_error)
+    collector.script(Reply(400))
+    client.track(user_id="u", event="refused", callback=bad_callback)
+    assert client.flush(5)
+    client.track(user_id="u", event="later", callback=bad_callback)
+    assert client.flush(5)
+    assert [e["event"] for e in collector.events] == ["later"]
+
+
+def test_stats_count_every_outcome(collector, make_client):
+    client = make_client(max_events_in_batch=2, max_retries=0)
+    collector.script(Reply(200), Reply(500))
+    for i in range(4):
+        client.track(user_id="u", event=f"e{i}")
+    assert client.flush(5)
+    stats = client.stats()
+    assert (stats["enqueued"], stats["sent"], stats["failed"], stats["batches"]) == (4, 2, 2, 1)
+    assert stats["queue_depth"] == 0
+
+
+# -- deadlines -------------------------------------------------------------------------------
+
+
+def test_flush_returns_by_its_deadline_when_the_server_hangs(collector, make_client):
+    client = make_client(http_request_timeout=30)
+    collector.script(Hang(20))
+    client.track(user_id="u", event="x")
+    start = time.monotonic()
+    assert client.flush(0.5) is False
+    assert time.monotonic() - start < 1.5
+
+
+def test_close_returns_by_its_deadline_and_reports_what_was_not_delivered(collector, make_client):
+    outcomes = Outcomes()
+    client = make_client(http_request_timeout=30)
+    collector.script(Hang(20))
+    client.track(user_id="u", event="x", callback=outcomes)
+    assert collector.wait_for_requests(1, 5)
+    start = time.monotonic()
+    client.close(timeout=0.5)
+    assert time.monotonic() - start < 1.5
+    assert outcomes.wait(1, timeout=3)
+    [error] = outcomes.errors
+    assert isinstance(error, DeliveryError) and error.reason == "shutdown_timeout"
+
+
+def test_close_cuts_a_backoff_sleep_short(collector, make_client):
+    client = make_client(retry_backoff=30, retry_backoff_max=30)
+    collector.script(Reply(500))
+    client.track(user_id="u", event="x")
+    assert collector.wait_for_requests(1, 5)
+    start = time.monotonic()
+    assert client.close(timeout=5) is True
+    assert time.monotonic() - start < 2
+    assert [e["event"] for e in collector.events] == ["x"]
+
+
+def test_after_close_calls_send_nothing_and_count_as_dropped(collector, make_client):
+    outcomes = Outcomes()
+    client = make_client()
+    client.track(user_id="u", event="before")
+    assert client.close(timeout=5)
+    message = client.track(user_id="u", event="after", callback=outcomes)
+    assert message["event"] == "after"  # still validated and returned
+    assert client.stats()["dropped_by_reason"] == {"after_close": 1}
+    assert [e["event"] for e in collector.events] == ["before"]
+    assert outcomes.errors[0].reason == "after_close"
+
+
+# -- sharing ---------------------------------------------------------------------------------
+
+
+def transport_threads() -> int:
+    return sum(t.name == "htevents-transport" for t in threading.enumerate())
+
+
+def test_clients_with_the_same_settings_share_one_transport(collector, make_client):
+    before = transport_threads()
+    first, second = make_client(), make_client()
+    other = make_client(max_events_in_batch=3)
+    assert first._transport is second._transport
+    assert other._transport is not first._transport
+    for client in (first, second, other):
+        client.track(user_id="u", event="x")
+    assert wait_until(lambda: len(collector.events) == 3)
+    assert transport_threads() - before == 2
+
+
+def test_closing_one_sharer_leaves_the_other_working(collector, make_client):
+    first, second = make_client(), make_client()
+    assert first.close(5)
+    second.track(user_id="u", event="still works")
+    assert second.flush(5)
+    assert [e["event"] for e in collector.events] == ["still works"]
