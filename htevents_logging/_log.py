@@ -2,17 +2,58 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import sys
 import threading
 import time
 from typing import Any
 
-__all__ = ["enable_debug_output", "logger", "warn_limited"]
+__all__ = ["enable_debug_output", "holds_logging_lock", "log", "logger", "warn_limited"]
 
 #: Everything the package says goes through this logger (and its children), which the logging
 #: front-ends never turn into events.
 logger = logging.getLogger("htevents_logging")
+
+# The logging module's lock: dictConfig holds it while it flushes and closes the old handlers,
+# and a logger takes it to refill its level cache (cleared by that same reconfiguration).
+_logging_lock: Any = getattr(logging, "_lock", None)
+_deferred: collections.deque[tuple[int, str, tuple[Any, ...], Any]] = collections.deque(maxlen=100)
+
+
+def log(level: int, msg: str, *args: Any, exc_info: bool = False) -> None:
+    """Log on the package logger without ever waiting for the logging module's lock.
+
+    ``dictConfig`` holds that lock while it flushes our handler, and the flush waits for the
+    transport thread; if that thread then logged normally it could block on the same lock, and
+    reconfiguring logging would stall until the flush timed out. So while the lock is held by
+    someone else, records are kept (up to 100) and logged on the next call that finds it free.
+    """
+    exc: Any = sys.exc_info() if exc_info else None
+    lock = _logging_lock
+    if lock is not None:
+        if not lock.acquire(blocking=False):
+            _deferred.append((level, msg, args, exc))
+            return
+        lock.release()
+    while _deferred:
+        try:
+            old_level, old_msg, old_args, old_exc = _deferred.popleft()
+        except IndexError:
+            break
+        logger.log(old_level, old_msg, *old_args, exc_info=old_exc)
+    logger.log(level, msg, *args, exc_info=exc)
+
+
+def holds_logging_lock() -> bool:
+    """True when this thread holds the logging module's lock (inside ``dictConfig``, say).
+
+    Waiting there for the transport thread could deadlock: any library that logs on that
+    thread (urllib3 does, at DEBUG) needs the same lock to look up its level.
+    """
+    is_owned = getattr(_logging_lock, "_is_owned", None)
+    return bool(is_owned is not None and is_owned())
+
 
 WARNING_INTERVAL = 10.0
 _lock = threading.Lock()
@@ -35,7 +76,7 @@ def warn_limited(key: str, msg: str, *args: Any) -> None:
         _last[key] = (now, 0)
     if suppressed:
         msg += f" ({suppressed} similar warning(s) suppressed in the last {WARNING_INTERVAL:g}s)"
-    logger.warning(msg, *args)
+    log(logging.WARNING, msg, *args)
 
 
 def reset_warning_limits() -> None:

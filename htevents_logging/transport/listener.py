@@ -8,7 +8,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Callable
 
-from .._log import logger
+from .._log import log
 from .batcher import Batcher
 from .envelope import Envelope, FlushRequest
 
@@ -104,7 +104,11 @@ class BatchListener(logging.handlers.QueueListener):
             elif self._closing.is_set() or self._batcher.time_left() == 0.0:
                 self._send_pending()
         except Exception:
-            logger.exception("htevents-logging transport error (the thread carries on)")
+            log(
+                logging.ERROR,
+                "htevents-logging transport error (the thread carries on)",
+                exc_info=True,
+            )
 
     def _send_pending(self) -> None:
         if len(self._batcher):

@@ -20,6 +20,8 @@ __all__ = ["acquire_transport", "close_all", "release_transport"]
 
 _lock = threading.Lock()
 _transports: dict[TransportKey, Transport] = {}
+# Closed, but their thread is still finishing (closed under the logging lock): exit waits.
+_finishing: set[Transport] = set()
 # Every transport ever made in this process, weakly: the fork hook renews the live ones.
 _everyone: weakref.WeakSet[Transport] = weakref.WeakSet()
 
@@ -30,7 +32,7 @@ def acquire_transport(settings: Settings) -> Transport:
     with _lock:
         transport = _transports.get(key)
         if transport is None:
-            transport = _transports[key] = Transport(settings)
+            transport = _transports[key] = Transport(settings, on_start=_hook_worker_exit)
             _everyone.add(transport)
         transport.users += 1
         return transport
@@ -45,15 +47,22 @@ def release_transport(transport: Transport, timeout: float) -> bool:
             key = transport.settings.transport_key()
             if _transports.get(key) is transport:
                 del _transports[key]
-    return transport.close(timeout) if last else transport.flush(timeout)
+    if not last:
+        return transport.flush(timeout)
+    done = transport.close(timeout)
+    if not done:
+        with _lock:
+            _finishing.add(transport)
+    return done
 
 
 def close_all(timeout: float | None = None) -> int:
     """Close every transport, together bounded by ``timeout`` (default: the largest
     ``shutdown_timeout``); return how many messages were left undelivered."""
     with _lock:
-        transports = list(_transports.values())
+        transports = [*_transports.values(), *_finishing]
         _transports.clear()
+        _finishing.clear()
     if not transports:
         return 0
     if timeout is None:
@@ -74,6 +83,26 @@ def _at_exit() -> None:
             "or configure spool_path to keep them",
             file=sys.stderr,
         )
+
+
+_hooked_pid = 0
+
+
+def _hook_worker_exit() -> None:
+    """Make a multiprocessing worker deliver its queue at exit, as the main process does.
+
+    A ``multiprocessing`` child (fork or spawn) ends with ``os._exit`` after running its
+    finalizers, so ``atexit`` never runs there; the same shutdown is registered as one of its
+    finalizers. Called when a transport starts its thread, by then the child knows it is one.
+    """
+    global _hooked_pid
+    if _hooked_pid == os.getpid():
+        return
+    _hooked_pid = os.getpid()
+    process = sys.modules.get("multiprocessing.process")
+    util = sys.modules.get("multiprocessing.util")
+    if process is not None and util is not None and process.parent_process() is not None:
+        util.Finalize(None, _at_exit, exitpriority=100)
 
 
 def _after_fork_in_child() -> None:

@@ -6,6 +6,7 @@ import base64
 import email.utils
 import gzip
 import json
+import logging
 import random
 import threading
 import time
@@ -15,7 +16,7 @@ from typing import Optional
 import requests
 from requests.adapters import HTTPAdapter
 
-from .._log import logger
+from .._log import log
 from .._redact import redact_write_key
 from .._version import __version__
 from ..errors import DeliveryError
@@ -162,7 +163,7 @@ class Sender:
                 status = response.status_code
                 if 200 <= status < 300:
                     response.close()
-                    logger.debug("delivered %d message(s) (HTTP %d)", count, status)
+                    log(logging.DEBUG, "delivered %d message(s) (HTTP %d)", count, status)
                     return None
                 text = response.text[:200].strip()
                 response.close()
@@ -194,6 +195,6 @@ class Sender:
                 delay = self._backoff(attempts)
             if deadline is not None:
                 delay = min(delay, max(0.0, deadline - time.monotonic()))
-            logger.debug("attempt %d failed (%s); retrying in %.2fs", attempts, detail, delay)
+            log(logging.DEBUG, "attempt %d failed (%s); retrying in %.2fs", attempts, detail, delay)
             self._stats.add("retries")
             self._wake.wait(delay)

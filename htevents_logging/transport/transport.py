@@ -7,13 +7,14 @@ listener thread.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-from .._log import logger, warn_limited
+from .._log import holds_logging_lock, log, warn_limited
 from ..encoding import MAX_BATCH_BYTES
 from ..errors import DeliveryError
 from ..settings import Settings
@@ -29,8 +30,9 @@ __all__ = ["Transport"]
 class Transport:
     """Queue, batch and export for one set of transport settings, shared by the front-ends."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, on_start: Optional[Callable[[], None]] = None) -> None:
         self.settings = settings
+        self._on_start = on_start
         self.users = 0
         self.stats = Stats()
         self._start_lock = threading.Lock()
@@ -79,6 +81,8 @@ class Transport:
     def _start(self) -> None:
         with self._start_lock:
             if not self._started:
+                if self._on_start is not None:
+                    self._on_start()
                 self._listener.start()
                 self._started = True
 
@@ -106,7 +110,7 @@ class Transport:
             self.stats.add("batches")
         else:
             self.stats.add("failed", len(batch), reason=error.reason)
-            logger.warning("htevents-logging: %s", error)
+            log(logging.WARNING, "htevents-logging: %s", error)
         self._report(batch, error)
 
     def _abandon(self) -> None:
@@ -145,13 +149,17 @@ class Transport:
                 try:
                     on_error(error, messages_of(envelopes))
                 except Exception:
-                    logger.exception("htevents-logging: on_error raised (ignored)")
+                    log(logging.ERROR, "htevents-logging: on_error raised (ignored)", exc_info=True)
         for envelope in batch:
             if envelope.callback is not None:
                 try:
                     envelope.callback(error, envelope.as_message())
                 except Exception:
-                    logger.exception("htevents-logging: a message callback raised (ignored)")
+                    log(
+                        logging.ERROR,
+                        "htevents-logging: a message callback raised (ignored)",
+                        exc_info=True,
+                    )
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -171,15 +179,25 @@ class Transport:
 
     def undelivered_at_close(self) -> int:
         """Messages that closing left undelivered: still pending, or failed at the deadline."""
-        failed = self.stats.snapshot(0)["failed_by_reason"].get("shutdown_timeout", 0)
+        failed: int = self.stats.snapshot(0)["failed_by_reason"].get("shutdown_timeout", 0)
         return max(0, self.pending()) + failed
 
     def flush(self, timeout: float) -> bool:
-        """Send everything queued before the call; True when all of it is settled in time."""
+        """Send everything queued before the call; True when all of it is settled in time.
+
+        Under the logging module's lock (``dictConfig`` flushing the old handlers) it asks for
+        the flush and returns False at once: waiting there could deadlock.
+        """
         deadline = time.monotonic() + max(0.0, timeout)
         if not self._started or not self._listener.is_alive():
             return self.pending() <= 0
         request = FlushRequest()
+        if holds_logging_lock():
+            try:
+                self._queue.put_nowait(request)
+            except queue.Full:
+                pass
+            return False
         try:
             self._queue.put(request, timeout=max(0.0, deadline - time.monotonic()))
         except queue.Full:
@@ -192,19 +210,23 @@ class Transport:
         Retries still under way are cut short (no backoff sleeps, no request past the
         deadline); what is not delivered by then fails with reason ``shutdown_timeout`` and is
         reported. Returns True when everything was delivered or failed for good in time.
+        Under the logging module's lock it does not wait (see :meth:`flush`): the thread
+        finishes on its own, and the exit hook waits for it.
         """
         deadline = time.monotonic() + max(0.0, timeout)
-        if self._closed:
-            return self._listener.join(0) if self._started else True
-        self._closed = True
-        self._deadline = deadline
-        self._closing.set()
+        if not self._closed:
+            self._closed = True
+            self._deadline = deadline
+            self._closing.set()
+            if self._started:
+                try:
+                    self._queue.put_nowait(TICK)
+                except queue.Full:
+                    pass  # the thread has plenty to do; it stops when the queue is empty
         if not self._started:
             return True
-        try:
-            self._queue.put_nowait(TICK)
-        except queue.Full:
-            pass  # the thread has plenty to do; it stops when the queue is empty
+        if holds_logging_lock():
+            return False
         done = self._listener.join(deadline - time.monotonic())
         if done:
             self._sender.close()

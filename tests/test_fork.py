@@ -1,0 +1,87 @@
+"""Fork and worker processes, for real: children get a fresh transport and nothing is sent twice."""
+
+from __future__ import annotations
+
+import collections
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from conftest import TEST_WRITE_KEY
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="fork is POSIX-only")
+
+
+def run(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_forked_child_gets_a_fresh_transport_and_never_resends_the_parents_queue(collector):
+    result = run(
+        f"""
+        import os, threading
+        from htevents_logging import HtEvents
+        htevents = HtEvents({TEST_WRITE_KEY!r}, host={collector.url!r}, flush_interval=60)
+        htevents.track(user_id="parent", event="queued before fork")
+        parent_transport = htevents._transport
+        pid = os.fork()
+        if pid == 0:
+            names = [t.name for t in threading.enumerate()]
+            assert "htevents-transport" not in names, names   # started lazily
+            assert htevents._transport.queue_depth() == 0      # a new, empty queue
+            htevents.track(user_id="child", event="from child")
+            raise SystemExit(0)                                 # exit delivers the child's queue
+        _, status = os.waitpid(pid, 0)
+        assert status == 0, status
+        htevents.track(user_id="parent", event="after fork")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert collector.wait_for_events(3, timeout=10), collector.events
+    events = collections.Counter(e["event"] for e in collector.events)
+    assert events == {"queued before fork": 1, "from child": 1, "after fork": 1}
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_events_from_multiprocessing_workers_are_all_delivered(collector, method, tmp_path):
+    script = tmp_path / "workers.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import multiprocessing
+            from htevents_logging import HtEvents
+
+            def make():
+                return HtEvents({TEST_WRITE_KEY!r}, host={collector.url!r}, flush_interval=60)
+
+            def work(n):
+                htevents = make()   # spawn: a new client; fork: the parent's, renewed
+                for i in range(25):
+                    htevents.track(user_id=f"worker-{{n}}", event=f"job {{i}}")
+                # no flush, no close: the worker's exit must deliver
+
+            if __name__ == "__main__":
+                make().track(user_id="parent", event="parent")
+                ctx = multiprocessing.get_context({method!r})
+                workers = [ctx.Process(target=work, args=(n,)) for n in range(4)]
+                for w in workers:
+                    w.start()
+                for w in workers:
+                    w.join(30)
+                    assert w.exitcode == 0, w.exitcode
+            """
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=90
+    )
+    assert result.returncode == 0, result.stderr
+    assert collector.wait_for_events(101, timeout=10), len(collector.events)
+    ids = [e["messageId"] for e in collector.events]
+    assert len(ids) == len(set(ids)) == 101

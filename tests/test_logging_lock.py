@@ -1,0 +1,61 @@
+"""flush()/close() called under the logging module's lock (as dictConfig does) never stall.
+
+dictConfig holds that lock while it flushes and closes the old handlers, after clearing every
+logger's level cache; a library logging on the transport thread (urllib3 does, at DEBUG) then
+needs the same lock. Waiting for that thread there would deadlock until the timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from conftest import TEST_WRITE_KEY
+
+from htevents_logging import HtEvents
+from htevents_logging._log import log
+from htevents_logging.collector import Reply
+
+
+def test_flush_under_the_logging_lock_returns_at_once_and_delivery_carries_on(collector):
+    client = HtEvents(TEST_WRITE_KEY, host=collector.url, flush_interval=60)
+    try:
+        client.track(user_id="u", event="queued")
+        with logging._lock:
+            logging.Logger.manager._clear_cache()
+            start = time.monotonic()
+            client.flush(timeout=3)
+            assert time.monotonic() - start < 0.5
+        assert client.flush(timeout=5)
+        assert [e["event"] for e in collector.events] == ["queued"]
+    finally:
+        client.close(1)
+
+
+def test_close_under_the_logging_lock_returns_at_once_and_the_thread_still_delivers(collector):
+    client = HtEvents(TEST_WRITE_KEY, host=collector.url, flush_interval=60)
+    client.track(user_id="u", event="queued")
+    with logging._lock:
+        logging.Logger.manager._clear_cache()
+        start = time.monotonic()
+        client.close(timeout=3)
+        assert time.monotonic() - start < 0.5
+    assert collector.wait_for_events(1, timeout=5)
+
+
+def test_the_transport_threads_own_warnings_wait_for_the_lock_instead_of_blocking(
+    collector, caplog
+):
+    client = HtEvents(TEST_WRITE_KEY, host=collector.url, flush_interval=60)
+    try:
+        collector.script(Reply(400))
+        client.track(user_id="u", event="refused")
+        with logging._lock:
+            client.flush(timeout=0)
+            assert collector.wait_for_requests(1, timeout=5)
+        assert client.flush(timeout=5)
+        with caplog.at_level(logging.DEBUG, logger="htevents_logging"):
+            log(logging.DEBUG, "next")  # deferred records come out with the next one
+        assert any("refused by" in r.getMessage() for r in caplog.records)
+    finally:
+        client.close(1)
