@@ -7,12 +7,16 @@
 from ._version import __version__
 from .client import HtEvents
 from .errors import DeliveryError, HtEventsError, MessageTooLargeError
+from .handler import HtEventsHandler
 from .identity import bind
+from .processor import HtEventsProcessor
 
 __all__ = [
     "DeliveryError",
     "HtEvents",
     "HtEventsError",
+    "HtEventsHandler",
+    "HtEventsProcessor",
     "MessageTooLargeError",
     "__version__",
     "bind",

@@ -21,3 +21,18 @@ def collector() -> Iterator[Collector]:
     """
     with Collector(write_key=TEST_WRITE_KEY) as running:
         yield running
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Fail any test whose captured output or log shows the write key in full.
+
+    The key must never be printed (logs, reprs, errors): this checks everything every test
+    captured, passing tests included, not only what the secret-specific tests look at.
+    """
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    leaked = [title for title, text in report.sections if TEST_WRITE_KEY in text]
+    if leaked and report.passed:
+        report.outcome = "failed"
+        report.longrepr = f"the write key {TEST_WRITE_KEY!r} was printed in full in: {leaked}"

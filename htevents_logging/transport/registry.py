@@ -50,7 +50,7 @@ def release_transport(transport: Transport, timeout: float) -> bool:
     if not last:
         return transport.flush(timeout)
     done = transport.close(timeout)
-    if not done:
+    if transport.finishing:
         with _lock:
             _finishing.add(transport)
     return done
@@ -68,10 +68,13 @@ def close_all(timeout: float | None = None) -> int:
     if timeout is None:
         timeout = max(t.settings.shutdown_timeout for t in transports)
     deadline = time.monotonic() + timeout
+    left = 0
     for transport in transports:
+        failed_before = transport.failed_at_deadline()
         remaining = max(0.0, deadline - time.monotonic())
         transport.close(min(remaining, transport.settings.shutdown_timeout))
-    return sum(t.undelivered_at_close() for t in transports)
+        left += max(0, transport.pending()) + transport.failed_at_deadline() - failed_before
+    return left
 
 
 def _at_exit() -> None:

@@ -53,6 +53,7 @@ class Transport:
         )
         self._listener = BatchListener(self._queue, self._batcher, self._export, self._closing)
         self._started = False
+        self._abandoned = False
         self._settle_lock = threading.Lock()
         self._in_flight: Optional[Sequence[Envelope]] = None
 
@@ -116,6 +117,7 @@ class Transport:
     def _abandon(self) -> None:
         """At the close deadline, with the thread still stuck in a request: report the
         in-flight batch and everything still queued as failed, from the closing thread."""
+        self._abandoned = True
         with self._settle_lock:
             left: list[Envelope] = list(self._in_flight or ())
             self._in_flight = None
@@ -177,10 +179,15 @@ class Transport:
         stats = self.stats
         return stats.get("enqueued") - stats.get("sent") - stats.get("failed")
 
-    def undelivered_at_close(self) -> int:
-        """Messages that closing left undelivered: still pending, or failed at the deadline."""
+    def failed_at_deadline(self) -> int:
+        """Messages that failed because a close deadline came first."""
         failed: int = self.stats.snapshot(0)["failed_by_reason"].get("shutdown_timeout", 0)
-        return max(0, self.pending()) + failed
+        return failed
+
+    @property
+    def finishing(self) -> bool:
+        """Closed without waiting (under the logging lock) and the thread is still at work."""
+        return self._closed and self._started and self._listener.is_alive() and not self._abandoned
 
     def flush(self, timeout: float) -> bool:
         """Send everything queued before the call; True when all of it is settled in time.

@@ -1,0 +1,124 @@
+"""``HtEventsProcessor``: a structlog processor that sends the log calls carrying an event.
+
+Put it after ``merge_contextvars`` and before the renderer::
+
+    structlog.configure(processors=[
+        structlog.contextvars.merge_contextvars,
+        HtEventsProcessor(write_key="HT_WRITE_KEY"),   # or HtEventsProcessor(client=htevents)
+        structlog.processors.JSONRenderer(),
+    ])
+    structlog.get_logger().info(
+        "Order completed", htevent={"userId": "123", "properties": {"total": 29.99}}
+    )
+
+This module does not import structlog: a processor is any callable, so the stdlib-only install
+can import the package whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping
+from typing import Any, Optional
+
+from typing_extensions import Unpack
+
+from .client import ClientSettings, HtEvents
+from .handler import DEFAULT_PAYLOAD_KEY, _emit_payload, _make_client
+from .transport.listener import is_transport_thread
+
+__all__ = ["HtEventsProcessor"]
+
+# A payload that names one of these keeps its own ids; otherwise the event dict's are used.
+_ID_KEYS = ("userId", "user_id", "anonymousId", "anonymous_id")
+
+
+class HtEventsProcessor:
+    """A structlog processor that turns log calls with an ``htevent=`` payload into events.
+
+    Give it any :class:`~htevents_logging.HtEvents` setting as a keyword, or an existing
+    client as ``client=``, not both. Front-ends built with equal settings share one
+    background thread.
+
+    For each call it pops ``payload_key`` from the event dict (so renderers never print it)
+    and, when it was there, builds and queues the message; the event dict is returned either
+    way. The payload is a mapping as for :meth:`HtEvents.track` plus an optional ``type``
+    (``"track"`` by default). ``event`` defaults to the log event string, ``timestamp`` to the
+    time of the call. When the payload names neither ``userId`` nor ``anonymousId``, the event
+    dict's ``user_id`` / ``anonymous_id`` are used (left in the event dict), so
+    ``structlog.contextvars.bind_contextvars(user_id=...)`` with ``merge_contextvars`` before
+    this processor identifies the user; failing those, :func:`htevents_logging.bind` does.
+
+    >>> structlog.configure(processors=[
+    ...     structlog.contextvars.merge_contextvars,
+    ...     HtEventsProcessor(write_key="..."),
+    ...     structlog.processors.JSONRenderer(),
+    ... ])
+    >>> structlog.contextvars.bind_contextvars(user_id="123")
+    >>> structlog.get_logger().info("Order completed", htevent={"properties": {"total": 9}})
+
+    It never raises: an invalid payload is dropped, counted as ``rejected`` in
+    ``client.stats()`` and reported with one (rate-limited) WARNING on the ``htevents_logging``
+    logger. When structlog also renders through a stdlib :class:`HtEventsHandler`, the payload
+    was popped here, so each event is sent once.
+    """
+
+    def __init__(
+        self,
+        *,
+        client: Optional[HtEvents] = None,
+        payload_key: str = DEFAULT_PAYLOAD_KEY,
+        write_key: Optional[str] = None,
+        **settings: Unpack[ClientSettings],
+    ) -> None:
+        if not isinstance(payload_key, str) or not payload_key:
+            raise TypeError(
+                f"HtEventsProcessor: payload_key must be a non-empty str, got {payload_key!r}"
+            )
+        self.client, self._owns_client = _make_client(
+            "HtEventsProcessor", client, write_key, settings
+        )
+        #: The event-dict key that carries an event.
+        self.payload_key = payload_key
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} payload_key={self.payload_key!r} {self.client!r}>"
+
+    def __call__(
+        self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        """Pop the payload and send it (see the class docstring); return ``event_dict``."""
+        payload = event_dict.pop(self.payload_key, None)
+        if payload is None or is_transport_thread():
+            return event_dict
+        event = event_dict.get("event")
+        fields: Optional[dict[str, Any]] = None
+        if isinstance(payload, Mapping) and not any(key in payload for key in _ID_KEYS):
+            fields = {
+                key: event_dict[key]
+                for key in ("user_id", "anonymous_id")
+                if event_dict.get(key) is not None
+            }
+        name = event_dict.get("logger") or getattr(logger, "name", None)
+        on_logger = f"logger {name!r}, " if name else ""
+        _emit_payload(
+            self.client,
+            payload,
+            payload_key=self.payload_key,
+            origin=f"with structlog ({on_logger}event {event!r})",
+            limit_key=f"processor:{name}",
+            event_default=None if event is None else str(event),
+            fields=fields,
+        )
+        return event_dict
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Wait until what is queued is delivered or failed for good, at most ``timeout``
+        seconds (default: ``shutdown_timeout``); True when it all was."""
+        return self.client.flush(timeout)
+
+    def close(self, timeout: Optional[float] = None) -> bool:
+        """Close the client this processor made (flushing it first), or only flush the one it
+        was given; True when everything queued was delivered or failed for good in time."""
+        if self._owns_client:
+            return self.client.close(timeout)
+        return self.client.flush(timeout)

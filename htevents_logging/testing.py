@@ -1,0 +1,82 @@
+"""Check the events your code sends, in its own tests, with no network and no write key.
+
+:func:`capture_events` collects every message that any front-end in the process (an
+:class:`~htevents_logging.HtEvents` client, :class:`~htevents_logging.handler.HtEventsHandler`,
+:class:`~htevents_logging.processor.HtEventsProcessor`) would send, in the form it would be sent,
+instead of queueing it::
+
+    from htevents_logging.testing import capture_events
+
+    def test_checkout_sends_order_completed():
+        with capture_events() as events:
+            checkout(cart)
+        assert [e["event"] for e in events if e["type"] == "track"] == ["Order completed"]
+        assert events[0]["properties"]["total"] == 29.99
+
+The same as a pytest fixture: import it into your ``conftest.py``::
+
+    # conftest.py
+    from htevents_logging.testing import htevents_events  # noqa: F401
+
+    # test_checkout.py
+    def test_checkout_sends_order_completed(htevents_events):
+        checkout(cart)
+        assert htevents_events[0]["event"] == "Order completed"
+
+Messages are captured on the thread that logs them, as soon as the call returns, so there is
+nothing to wait for. Invalid payloads are not captured (they are rejected, as they would be).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from . import client as _client
+from .message import Message
+
+__all__ = ["capture_events"]
+
+
+@contextlib.contextmanager
+def capture_events() -> Iterator[list[Message]]:
+    """Collect every message built inside the block into the yielded list, and send none.
+
+    While any ``capture_events`` block is active, messages go to the capture lists instead of
+    the transport (clients that are not disabled included), so nothing reaches the network.
+    Blocks nest: each active block gets every message. The list stays readable after the block.
+
+    >>> with capture_events() as events:
+    ...     HtEvents(disable=True).track(user_id="1", event="Signed up")
+    >>> events[0]["event"]
+    'Signed up'
+    """
+    sink: list[Message] = []
+    _client.capture_sinks.append(sink)
+    try:
+        yield sink
+    finally:
+        # By identity: two lists with equal contents are different captures.
+        for index, active in enumerate(_client.capture_sinks):
+            if active is sink:
+                del _client.capture_sinks[index]
+                break
+
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover - pytest is only needed for the fixture
+    pass
+else:
+
+    @pytest.fixture
+    def htevents_events() -> Iterator[list[Message]]:
+        """Every Hightouch Events message sent during the test, in order; none is sent.
+
+        Make it available with ``from htevents_logging.testing import htevents_events`` in
+        ``conftest.py``.
+        """
+        with capture_events() as events:
+            yield events
+
+    __all__ += ["htevents_events"]
