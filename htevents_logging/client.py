@@ -16,9 +16,17 @@ from ._log import enable_debug_output
 from ._redact import redact_write_key
 from .encoding import MAX_MESSAGE_BYTES, dumps
 from .errors import MessageTooLargeError
-from .message import Message, MessageFields, Timestamp, build_message
+from .identity import Identity
+from .message import CURRENT_IDENTITY, Message, MessageFields, Timestamp, build_message
 from .settings import ErrorHandler, Settings
-from .transport import Callback, Envelope, Transport, acquire_transport, release_transport
+from .transport import (
+    Callback,
+    Envelope,
+    Queueable,
+    Transport,
+    acquire_transport,
+    release_transport,
+)
 from .transport.stats import Stats
 
 __all__ = ["ClientSettings", "HtEvents"]
@@ -93,11 +101,41 @@ class HtEvents:
         timestamp_default: Optional[Timestamp] = None,
         **fields: Any,
     ) -> Message:
-        """Build, check and queue a message of any ``type``: what every front-end calls.
+        """Build, check and queue a message of any ``type``: what the six calls do.
 
-        The logging front-ends pass ``event_default`` (the log message) and
-        ``timestamp_default`` (the record's time). Raises ``ValueError``/``TypeError`` naming
-        the bad field; the message is then counted as ``rejected`` and not queued.
+        Raises ``ValueError``/``TypeError`` naming the bad field; the message is then counted
+        as ``rejected`` and not queued.
+        """
+        built, envelope = self.prepare(
+            type,
+            message,
+            fields,
+            callback=callback,
+            event_default=event_default,
+            timestamp_default=timestamp_default,
+        )
+        if capture_sinks:
+            for sink in capture_sinks:
+                sink.append(built)
+        else:
+            self.enqueue(envelope)
+        return built
+
+    def prepare(
+        self,
+        type: str,
+        message: Optional[Mapping[str, Any]],
+        fields: Mapping[str, Any],
+        *,
+        callback: Optional[Callback] = None,
+        event_default: Optional[str] = None,
+        timestamp_default: Optional[Timestamp] = None,
+        identity: Optional[Identity] = CURRENT_IDENTITY,
+    ) -> tuple[Message, Envelope]:
+        """Build, check and encode a message; count it as ``rejected`` when that fails.
+
+        This is the work the calling thread does for a direct call, and the transport thread
+        does for a logged event (see :mod:`htevents_logging.frontend`).
         """
         try:
             if callback is not None and not callable(callback):
@@ -108,6 +146,7 @@ class HtEvents:
                 fields,
                 event_default=event_default,
                 timestamp_default=timestamp_default,
+                identity=identity,
             )
             data = dumps(built)
             if len(data) > MAX_MESSAGE_BYTES:
@@ -121,19 +160,27 @@ class HtEvents:
         except (TypeError, ValueError):
             self._stats.add("rejected", reason="invalid")
             raise
-        if capture_sinks:
-            for sink in capture_sinks:
-                sink.append(built)
-            return built
+        keep = callback is not None or self._on_error is not None
+        return built, Envelope(data, built if keep else None, callback, self._on_error)
+
+    def enqueue(self, item: Queueable) -> None:
+        """Hand an encoded message, or a logged event still to be built, to the transport.
+
+        Never waits: a full queue or a closed client drops the item, counts and reports it.
+        A disabled client discards it.
+        """
         transport = self._transport
-        if transport is not None:
-            keep = callback is not None or self._on_error is not None
-            envelope = Envelope(data, built if keep else None, callback, self._on_error)
-            if self._closed:
-                transport.drop(envelope, "after_close", "this client was closed")
-            else:
-                transport.enqueue(envelope)
-        return built
+        if transport is None:
+            return
+        if self._closed:
+            transport.drop(item, "after_close", "this client was closed")
+        else:
+            transport.enqueue(item)
+
+    @property
+    def sends(self) -> bool:
+        """False for a disabled client: front-ends then validate at once and queue nothing."""
+        return self._transport is not None
 
     def identify(
         self,

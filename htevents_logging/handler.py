@@ -28,128 +28,32 @@ service::
 from __future__ import annotations
 
 import logging
-import re
 import time
-from collections.abc import Mapping
-from typing import Any, Callable, Optional, Union
+from typing import Optional, Union
 
 from typing_extensions import Unpack
 
-from ._log import warn_limited
 from .client import ClientSettings, HtEvents
-from .message import Message, Timestamp
-from .transport.listener import is_transport_thread
+from .frontend import DEFAULT_PAYLOAD_KEY, make_client, send_payload
+from .transport import is_transport_thread
 
 __all__ = ["DEFAULT_PAYLOAD_KEY", "HtEventsHandler"]
 
-#: The record attribute (stdlib) or event-dict key (structlog) that carries an event.
-DEFAULT_PAYLOAD_KEY = "htevent"
-
+# The package's own loggers ("htevents_logging" and its children) never make events.
 _OWN_LOGGER = "htevents_logging"
-_OWN_LOGGER_PREFIX = _OWN_LOGGER + "."
+_OWN_PREFIX = _OWN_LOGGER + "."
+
+
+def _message_of(record: logging.LogRecord) -> str:
+    """The record's message, formatted now: its ``%`` args may change after the call."""
+    try:
+        return record.getMessage()
+    except Exception:  # bad %-args: the unformatted message is still a useful name
+        return str(record.msg)
 
 # logging.shutdown() on Python < 3.12 calls flush() and then close(): a close() this soon after a
 # flush() that ran out of time is that pair, and does not wait a second shutdown_timeout.
 _SHUTDOWN_PAIR_WINDOW = 1.0
-
-
-def _make_client(
-    front_end: str,
-    client: Optional[HtEvents],
-    write_key: Optional[str],
-    settings: ClientSettings,
-) -> tuple[HtEvents, bool]:
-    """The client a front-end sends through, and whether the front-end owns (closes) it."""
-    if client is None:
-        return HtEvents(write_key, **settings), True
-    if write_key is not None or settings:
-        given = sorted([*settings, *(["write_key"] if write_key is not None else [])])
-        raise TypeError(
-            f"{front_end}: pass either client=... or client settings, not both "
-            f"(got client and {', '.join(given)}); the settings of a client you pass are the "
-            "ones it was created with"
-        )
-    if not isinstance(client, HtEvents):
-        raise TypeError(
-            f"{front_end}: client must be an htevents_logging.HtEvents, "
-            f'not {type(client).__name__} (in dictConfig: "client": "ext://module.attribute")'
-        )
-    return client, False
-
-
-def _error_kind(error: BaseException) -> str:
-    """The part of an error message before any value it quotes: warnings are rate-limited per
-    kind of mistake, so two different mistakes each get their warning."""
-    return re.split(r"['\"(\d]", str(error), maxsplit=1)[0][:80]
-
-
-def _payload_type(payload: Mapping[Any, Any]) -> Any:
-    """The payload's ``type`` (default ``"track"``), in a form ``emit`` reports clearly."""
-    type_ = payload.get("type", "track")
-    if isinstance(type_, str):
-        return type_
-    try:
-        hash(type_)
-    except TypeError:
-        return repr(type_)  # unhashable: let emit say "unknown message type '[...]'"
-    return type_
-
-
-def _emit_payload(
-    client: HtEvents,
-    payload: Any,
-    *,
-    payload_key: str,
-    origin: str,
-    limit_key: str,
-    event_default: Union[str, Callable[[], str], None] = None,
-    timestamp_default: Optional[Timestamp] = None,
-    fields: Optional[dict[str, Any]] = None,
-) -> Optional[Message]:
-    """Send one logged payload through ``client``; never raises.
-
-    ``event_default`` is either the default ``event`` itself or a callable computing it, which
-    is only called for a ``track`` that names no ``event``. An invalid payload is counted as
-    ``rejected`` (by ``emit`` itself: a non-mapping payload is handed to it as is, so it refuses
-    and counts it) and reported with one rate-limited WARNING that says where it was logged
-    (``origin``) and what is wrong with it. Returns the message, or None when it was dropped.
-    """
-    try:
-        if isinstance(payload, Mapping):
-            type_ = _payload_type(payload)
-            default: Optional[str]
-            if callable(event_default):
-                wants_default = type_ == "track" and not payload.get("event")
-                default = event_default() if wants_default else None
-            else:
-                default = event_default
-            return client.emit(
-                type_,
-                payload,
-                event_default=default,
-                timestamp_default=timestamp_default,
-                **(fields or {}),
-            )
-        # Not a mapping: emit refuses it with a TypeError and counts it as rejected.
-        return client.emit("track", payload)
-    except (TypeError, ValueError) as error:
-        warn_limited(
-            f"invalid-payload:{limit_key}:{_error_kind(error)}",
-            "htevents-logging: dropped an invalid %r payload logged %s: %s",
-            payload_key,
-            origin,
-            error,
-        )
-    except Exception as error:  # never let the application's logging call fail
-        warn_limited(
-            f"emit-error:{limit_key}",
-            "htevents-logging: could not send the %r payload logged %s: %s: %s",
-            payload_key,
-            origin,
-            type(error).__name__,
-            error,
-        )
-    return None
 
 
 class HtEventsHandler(logging.Handler):
@@ -197,7 +101,7 @@ class HtEventsHandler(logging.Handler):
             raise TypeError(
                 f"HtEventsHandler: payload_key must be a non-empty str, got {payload_key!r}"
             )
-        self.client, self._owns_client = _make_client(
+        self.client, self._owns_client = make_client(
             "HtEventsHandler", client, write_key, settings
         )
         super().__init__(level)
@@ -217,37 +121,31 @@ class HtEventsHandler(logging.Handler):
         A record without the payload attribute returns False at once, before the filters run.
         Returns what ``Handler.handle`` returns: whether the filters let the record through.
         """
-        if getattr(record, self.payload_key, None) is None:
+        if record.__dict__.get(self.payload_key) is None:
             return False
-        rv = self.filter(record)
-        if isinstance(rv, logging.LogRecord):  # Python 3.12+: a filter may return a new record
-            record = rv
-        if rv:
-            self.emit(record)
-        return rv
+        if self.filters:
+            rv = self.filter(record)
+            if not rv:
+                return False
+            if isinstance(rv, logging.LogRecord):  # Python 3.12+: a filter may return a new record
+                record = rv
+        self.emit(record)
+        return True
 
     def emit(self, record: logging.LogRecord) -> None:
         """Queue the record's event (see the class docstring). Never raises, never blocks."""
-        payload = getattr(record, self.payload_key, None)
+        payload = record.__dict__.get(self.payload_key)
         if payload is None:
             return
         name = record.name
-        if name == _OWN_LOGGER or name.startswith(_OWN_LOGGER_PREFIX) or is_transport_thread():
+        if name == _OWN_LOGGER or name.startswith(_OWN_PREFIX) or is_transport_thread():
             return
-
-        def message() -> str:
-            try:
-                return record.getMessage()
-            except Exception:  # bad %-args: the unformatted message is still a useful name
-                return str(record.msg)
-
-        _emit_payload(
+        send_payload(
             self.client,
             payload,
             payload_key=self.payload_key,
-            origin=f"on logger {name!r}",
-            limit_key=f"handler:{name}",
-            event_default=message,
+            origin=("logger", name, ""),
+            event_default=lambda: _message_of(record),
             timestamp_default=record.created,
         )
 

@@ -7,23 +7,25 @@ logging handler and the structlog processor build byte-for-byte the same message
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import time
-import uuid
 from collections.abc import Mapping
 from typing import Any, Literal, Optional, Union
 
 from typing_extensions import TypedDict
 
 from ._version import __version__
-from .identity import current_identity
+from .identity import Identity, current_identity
 
 __all__ = [
+    "CURRENT_IDENTITY",
     "MESSAGE_TYPES",
     "Message",
     "MessageFields",
     "MessageType",
     "build_message",
     "format_timestamp",
+    "new_message_id",
 ]
 
 MessageType = Literal["identify", "track", "page", "screen", "group", "alias"]
@@ -85,6 +87,40 @@ _TYPE_FIELDS: dict[str, frozenset[str]] = {
     "group": frozenset({"groupId", "traits"}),
     "alias": frozenset({"previousId"}),
 }
+
+
+_random_pool: list[bytes] = []
+
+
+def new_message_id() -> str:
+    """A random (version 4) UUID string, as ``str(uuid.uuid4())`` makes, about 4x faster.
+
+    ``uuid4()`` reads the OS's random source once per id; this reads it once per 256 ids (the
+    same source, so the ids are as unpredictable) and formats without building a ``UUID``.
+    """
+    try:
+        raw = _random_pool.pop()  # atomic: no two threads get the same bytes
+    except IndexError:
+        block = os.urandom(16 * 256)
+        raw = block[:16]
+        _random_pool.extend(block[i : i + 16] for i in range(16, len(block), 16))
+    n = int.from_bytes(raw, "big")
+    n = (n & ~(0xF000 << 64) | (4 << 76)) & ~(0xC000 << 48) | (0x8000 << 48)
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _forget_random_pool() -> None:
+    # A forked child must not hand out the ids its parent still holds.
+    _random_pool.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_random_pool)
+
+
+#: ``build_message``'s default ``identity``: the one bound where it is called.
+CURRENT_IDENTITY: Any = object()
 
 
 def format_timestamp(value: Timestamp) -> str:
@@ -182,13 +218,15 @@ def build_message(
     *,
     event_default: Optional[str] = None,
     timestamp_default: Optional[Timestamp] = None,
+    identity: Optional[Identity] = CURRENT_IDENTITY,
 ) -> Message:
     """Validate a message in either spelling and return its wire form (a new dict).
 
     ``event_default`` and ``timestamp_default`` are what a logging front-end supplies from its
     record (the log message, the record's time). The bound identity (:func:`bind`) fills
-    missing ids; a message with neither id gets a new UUID4 ``anonymousId``. The caller's
-    mappings are copied, never changed.
+    missing ids: the one bound where this is called, or ``identity``, a snapshot taken on the
+    thread that logged. A message with neither id gets a new UUID4 ``anonymousId``. The
+    caller's mappings are copied, never changed.
 
     Raises ``ValueError`` or ``TypeError`` naming the field that is wrong.
     """
@@ -201,7 +239,7 @@ def build_message(
     out: Message = {"type": type_}
     message_id = given.get("messageId")
     if message_id is None:
-        out["messageId"] = str(uuid.uuid4())
+        out["messageId"] = new_message_id()
     elif isinstance(message_id, str) and message_id:
         out["messageId"] = message_id
     else:
@@ -213,11 +251,11 @@ def build_message(
 
     user_id = _identifier(type_, "userId", given.get("userId"))
     anonymous_id = _identifier(type_, "anonymousId", given.get("anonymousId"))
-    bound = current_identity()
+    bound = current_identity() if identity is CURRENT_IDENTITY else identity
     if bound is not None and user_id is None and anonymous_id is None:
         user_id, anonymous_id = bound.user_id, bound.anonymous_id
     if user_id is None and anonymous_id is None and type_ != "alias":
-        anonymous_id = str(uuid.uuid4())
+        anonymous_id = new_message_id()
     if user_id is not None:
         out["userId"] = user_id
     if anonymous_id is not None:

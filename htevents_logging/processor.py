@@ -23,8 +23,8 @@ from typing import Any, Optional
 from typing_extensions import Unpack
 
 from .client import ClientSettings, HtEvents
-from .handler import DEFAULT_PAYLOAD_KEY, _emit_payload, _make_client
-from .transport.listener import is_transport_thread
+from .frontend import DEFAULT_PAYLOAD_KEY, make_client, send_payload
+from .transport import is_transport_thread
 
 __all__ = ["HtEventsProcessor"]
 
@@ -74,7 +74,7 @@ class HtEventsProcessor:
             raise TypeError(
                 f"HtEventsProcessor: payload_key must be a non-empty str, got {payload_key!r}"
             )
-        self.client, self._owns_client = _make_client(
+        self.client, self._owns_client = make_client(
             "HtEventsProcessor", client, write_key, settings
         )
         #: The event-dict key that carries an event.
@@ -98,14 +98,12 @@ class HtEventsProcessor:
                 for key in ("user_id", "anonymous_id")
                 if event_dict.get(key) is not None
             }
-        name = event_dict.get("logger") or getattr(logger, "name", None)
-        on_logger = f"logger {name!r}, " if name else ""
-        _emit_payload(
+        name = event_dict.get("logger") or getattr(logger, "name", None) or ""
+        send_payload(
             self.client,
             payload,
             payload_key=self.payload_key,
-            origin=f"with structlog ({on_logger}event {event!r})",
-            limit_key=f"processor:{name}",
+            origin=("structlog", str(name), str(event)),
             event_default=None if event is None else str(event),
             fields=fields,
         )

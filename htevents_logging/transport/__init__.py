@@ -4,14 +4,16 @@ Front-ends use only :func:`acquire_transport`, :func:`release_transport` and
 :meth:`Transport.enqueue`.
 """
 
-from .envelope import Callback, Envelope
+from .envelope import Callback, Draft, Envelope, Queueable
 from .listener import is_transport_thread
 from .registry import acquire_transport, close_all, release_transport
 from .transport import Transport
 
 __all__ = [
     "Callback",
+    "Draft",
     "Envelope",
+    "Queueable",
     "Transport",
     "acquire_transport",
     "close_all",

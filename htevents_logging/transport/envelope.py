@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Sequence
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
+
+from typing_extensions import Protocol
 
 from ..settings import ErrorHandler
 
-__all__ = ["Callback", "Envelope", "FlushRequest"]
+__all__ = ["Callback", "Draft", "Envelope", "FlushRequest", "Queueable", "messages_of"]
 
 #: ``callback(error, message)``: ``error`` is ``None`` once the message is delivered.
 Callback = Callable[[Optional[BaseException], dict[str, Any]], Any]
@@ -43,6 +45,25 @@ class Envelope:
             return self.message
         decoded: dict[str, Any] = json.loads(self.data)
         return decoded
+
+
+class Draft(Protocol):
+    """A message still to be built, as the logging front-ends queue it.
+
+    The calling thread only captures what it must (the payload, the time, the log message, the
+    bound identity); building, checking and encoding happen on the transport thread, in
+    :meth:`prepare`, which returns ``None`` for a message it rejected (and reported).
+    """
+
+    on_error: Optional[ErrorHandler]
+
+    def prepare(self) -> Optional[Envelope]:
+        """Build and encode the message; ``None`` when it is invalid (counted and reported)."""
+        ...
+
+
+#: What the transport's queue carries besides its own markers.
+Queueable = Union[Envelope, Draft]
 
 
 def messages_of(batch: Sequence[Envelope]) -> list[dict[str, Any]]:

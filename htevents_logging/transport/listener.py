@@ -6,13 +6,13 @@ import logging.handlers
 import queue
 import threading
 from collections.abc import Sequence
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from .._log import log
 from .batcher import Batcher
-from .envelope import Envelope, FlushRequest
+from .envelope import Draft, Envelope, FlushRequest
 
-__all__ = ["TICK", "BatchListener", "MessageQueue", "is_transport_thread"]
+__all__ = ["TICK", "BatchListener", "is_transport_thread"]
 
 #: Put on the queue to wake the thread without asking anything of it.
 TICK = object()
@@ -20,17 +20,6 @@ TICK = object()
 _marker = threading.local()
 # What QueueListener._monitor stops on.
 _SENTINEL = logging.handlers.QueueListener._sentinel  # type: ignore[attr-defined]
-
-
-class MessageQueue(queue.Queue):  # type: ignore[type-arg]
-    """The bounded queue between the calling threads and the listener.
-
-    ``task_done`` is a no-op: nothing joins this queue (``flush`` uses its own marker), and the
-    listener hands out ticks and the sentinel that were never put on it.
-    """
-
-    def task_done(self) -> None:
-        """Nothing to do (see the class docstring)."""
 
 
 def is_transport_thread() -> bool:
@@ -43,18 +32,21 @@ class BatchListener(logging.handlers.QueueListener):
 
     It keeps ``QueueListener``'s shape and override points: ``dequeue`` waits no longer than
     the current batch may wait (so time-based cuts happen with no extra timer thread), and
-    ``handle`` takes one item: an envelope, a flush request, or a tick.
+    ``handle`` takes one item: an envelope, a draft (built by ``prepare``, as a
+    ``QueueListener`` prepares records), a flush request, or a tick.
     """
 
     def __init__(
         self,
-        queue: MessageQueue,
+        queue: queue.SimpleQueue[Any],
         batcher: Batcher,
         export: Callable[[Sequence[Envelope]], None],
         closing: threading.Event,
+        discard: Callable[[], None],
     ) -> None:
         super().__init__(queue)
         self._queue = queue
+        self._discard = discard
         self._batcher = batcher
         self._export = export
         self._closing = closing
@@ -92,17 +84,30 @@ class BatchListener(logging.handlers.QueueListener):
         except queue.Empty:
             return TICK
 
+    def prepare(self, record: Any) -> Optional[Envelope]:
+        """Turn a queued message into an envelope: drafts from the logging front-ends are
+        built here, off the calling thread; ``None`` for one that was rejected."""
+        if isinstance(record, Envelope):
+            return record
+        draft: Draft = record
+        return draft.prepare()
+
     def handle(self, record: Any) -> None:
         """Take one item off the queue. Never raises: an error here is logged, not fatal."""
         try:
-            if isinstance(record, Envelope):
-                for batch in self._batcher.add(record):
-                    self._export(batch)
+            if record is TICK:
+                if self._closing.is_set() or self._batcher.time_left() == 0.0:
+                    self._send_pending()
             elif isinstance(record, FlushRequest):
                 self._send_pending()
                 record.done.set()
-            elif self._closing.is_set() or self._batcher.time_left() == 0.0:
-                self._send_pending()
+            else:
+                envelope = self.prepare(record)
+                if envelope is None:
+                    self._discard()
+                    return
+                for batch in self._batcher.add(envelope):
+                    self._export(batch)
         except Exception:
             log(
                 logging.ERROR,

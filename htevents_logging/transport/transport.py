@@ -19,8 +19,8 @@ from ..encoding import MAX_BATCH_BYTES
 from ..errors import DeliveryError
 from ..settings import Settings
 from .batcher import Batcher
-from .envelope import Envelope, FlushRequest, messages_of
-from .listener import TICK, BatchListener, MessageQueue
+from .envelope import Envelope, FlushRequest, Queueable, messages_of
+from .listener import TICK, BatchListener
 from .sender import Sender
 from .stats import Stats
 
@@ -43,7 +43,10 @@ class Transport:
         self._closing = threading.Event()
         self._closed = False
         self._deadline: Optional[float] = None
-        self._queue = MessageQueue(settings.max_queue_size)
+        # A SimpleQueue is several times cheaper to put to than a queue.Queue; its bound is
+        # kept by enqueue() with qsize(), exact but for a few concurrent puts.
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._discarded = 0  # drafts the listener rejected (written by the listener only)
         self._sender = Sender(settings, self.stats, self._closing)
         self._batcher = Batcher(
             settings.max_events_in_batch,
@@ -51,7 +54,9 @@ class Transport:
             settings.flush_interval,
             self._sender.envelope_bytes(),
         )
-        self._listener = BatchListener(self._queue, self._batcher, self._export, self._closing)
+        self._listener = BatchListener(
+            self._queue, self._batcher, self._export, self._closing, self._discard
+        )
         self._started = False
         self._abandoned = False
         self._settle_lock = threading.Lock()
@@ -59,23 +64,22 @@ class Transport:
 
     # -- the calling thread ---------------------------------------------------------------
 
-    def enqueue(self, envelope: Envelope) -> bool:
+    def enqueue(self, item: Queueable) -> bool:
         """Queue one message without waiting; False (and reported) when it is dropped."""
         if self._closed:
-            self.drop(envelope, "after_close", "the client was closed; nothing more is sent")
+            self.drop(item, "after_close", "the client was closed; nothing more is sent")
             return False
         if not self._started:
             self._start()
-        try:
-            self._queue.put_nowait(envelope)
-        except queue.Full:
+        if self._queue.qsize() >= self.settings.max_queue_size:
             self.drop(
-                envelope,
+                item,
                 "queue_full",
                 f"the queue is full ({self.settings.max_queue_size} messages): the server is "
                 "slow or down; raise max_queue_size or configure spool_path",
             )
             return False
+        self._queue.put(item)
         self.stats.add("enqueued")
         return True
 
@@ -87,11 +91,20 @@ class Transport:
                 self._listener.start()
                 self._started = True
 
-    def drop(self, envelope: Envelope, reason: str, why: str) -> None:
+    def drop(self, item: Queueable, reason: str, why: str) -> None:
         """Count a message as dropped, warn (rate-limited), and tell its callback and on_error."""
         self.stats.add("dropped", reason=reason)
         warn_limited(f"dropped:{reason}", "htevents-logging dropped a message: %s", why)
-        self._report([envelope], DeliveryError(f"message dropped: {why}", reason=reason))
+        envelope: Optional[Envelope] = None
+        if isinstance(item, Envelope):
+            envelope = item
+        elif item.on_error is not None:
+            envelope = item.prepare()  # only built when someone is to be told
+        if envelope is not None:
+            self._report([envelope], DeliveryError(f"message dropped: {why}", reason=reason))
+
+    def _discard(self) -> None:
+        self._discarded += 1
 
     # -- the listener thread --------------------------------------------------------------
 
@@ -126,8 +139,10 @@ class Transport:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if isinstance(item, Envelope):
-                left.append(item)
+            if not isinstance(item, FlushRequest) and item is not TICK:
+                envelope = self._listener.prepare(item)
+                if envelope is not None:
+                    left.append(envelope)
         if left:
             self._settle(
                 left,
@@ -177,7 +192,8 @@ class Transport:
     def pending(self) -> int:
         """Messages accepted but not yet delivered or failed."""
         stats = self.stats
-        return stats.get("enqueued") - stats.get("sent") - stats.get("failed")
+        settled = stats.get("sent") + stats.get("failed") + self._discarded
+        return stats.get("enqueued") - settled
 
     def failed_at_deadline(self) -> int:
         """Messages that failed because a close deadline came first."""
@@ -199,15 +215,8 @@ class Transport:
         if not self._started or not self._listener.is_alive():
             return self.pending() <= 0
         request = FlushRequest()
+        self._queue.put(request)
         if holds_logging_lock():
-            try:
-                self._queue.put_nowait(request)
-            except queue.Full:
-                pass
-            return False
-        try:
-            self._queue.put(request, timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Full:
             return False
         return request.done.wait(max(0.0, deadline - time.monotonic()))
 
@@ -226,10 +235,7 @@ class Transport:
             self._deadline = deadline
             self._closing.set()
             if self._started:
-                try:
-                    self._queue.put_nowait(TICK)
-                except queue.Full:
-                    pass  # the thread has plenty to do; it stops when the queue is empty
+                self._queue.put(TICK)  # wake the thread if it waits for work
         if not self._started:
             return True
         if holds_logging_lock():

@@ -1,0 +1,217 @@
+"""What the logging front-ends share: their client, and handing a logged payload over.
+
+A log call sits on the request path, so the calling thread does only what must happen there:
+it copies the payload (so the caller may reuse its dicts), notes the time, the log message and
+the bound identity, and queues a :class:`LogDraft`. Building, checking and encoding the message
+happen on the transport thread, when the draft is prepared; an invalid payload is then counted
+as ``rejected`` and reported by one rate-limited WARNING naming where it was logged and the
+field that is wrong. ``capture_events()`` and disabled clients take the synchronous path, so
+tests see messages (and rejections) at once.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from typing import Any, Callable, Optional, Union
+
+from ._log import warn_limited
+from .client import ClientSettings, HtEvents, capture_sinks
+from .identity import Identity, current_identity
+from .message import Timestamp
+from .settings import ErrorHandler
+from .transport import Envelope
+
+__all__ = [
+    "DEFAULT_PAYLOAD_KEY",
+    "EventDefault",
+    "LogDraft",
+    "Origin",
+    "make_client",
+    "send_payload",
+]
+
+#: The record attribute (stdlib) or event-dict key (structlog) that carries an event.
+DEFAULT_PAYLOAD_KEY = "htevent"
+
+#: A front-end's default for a track's ``event``: the text, or a callable making it, called
+#: (on the calling thread) only for a ``track`` that names no ``event``.
+EventDefault = Union[str, Callable[[], str], None]
+
+#: Where a payload was logged: ("logger", name, "") for the handler, ("structlog", logger
+#: name, event) for the processor. Formatted only when a warning is due.
+Origin = tuple[str, str, str]
+
+
+def _where(origin: Origin) -> str:
+    kind, name, event = origin
+    if kind == "logger":
+        return f"on logger {name!r}"
+    on_logger = f"logger {name!r}, " if name else ""
+    return f"with structlog ({on_logger}event {event!r})"
+
+
+def make_client(
+    front_end: str,
+    client: Optional[HtEvents],
+    write_key: Optional[str],
+    settings: ClientSettings,
+) -> tuple[HtEvents, bool]:
+    """The client a front-end sends through, and whether the front-end owns (closes) it."""
+    if client is None:
+        return HtEvents(write_key, **settings), True
+    if write_key is not None or settings:
+        given = sorted([*settings, *(["write_key"] if write_key is not None else [])])
+        raise TypeError(
+            f"{front_end}: pass either client=... or client settings, not both "
+            f"(got client and {', '.join(given)}); the settings of a client you pass are the "
+            "ones it was created with"
+        )
+    if not isinstance(client, HtEvents):
+        raise TypeError(
+            f"{front_end}: client must be an htevents_logging.HtEvents, "
+            f'not {type(client).__name__} (in dictConfig: "client": "ext://module.attribute")'
+        )
+    return client, False
+
+
+def _error_kind(error: BaseException) -> str:
+    """The part of an error message before any value it quotes: warnings are rate-limited per
+    kind of mistake, so two different mistakes each get their warning."""
+    return re.split(r"['\"(\d]", str(error), maxsplit=1)[0][:80]
+
+
+def _payload_type(payload: Mapping[Any, Any]) -> Any:
+    """The payload's ``type`` (default ``"track"``), in a form ``emit`` reports clearly."""
+    type_ = payload.get("type", "track")
+    if isinstance(type_, str):
+        return type_
+    try:
+        hash(type_)
+    except TypeError:
+        return repr(type_)  # unhashable: let emit say "unknown message type '[...]'"
+    return type_
+
+
+def _copy(payload: Mapping[Any, Any]) -> dict[Any, Any]:
+    """The payload and the dicts in it, copied: the caller may change them after the call."""
+    return {key: dict(value) if type(value) is dict else value for key, value in payload.items()}
+
+
+def _report(error: BaseException, payload_key: str, origin: Origin) -> None:
+    """One rate-limited WARNING for a payload that could not be sent."""
+    limit_key = f"{origin[0]}:{origin[1]}"
+    if isinstance(error, (TypeError, ValueError)):
+        warn_limited(
+            f"invalid-payload:{limit_key}:{_error_kind(error)}",
+            "htevents-logging: dropped an invalid %r payload logged %s: %s",
+            payload_key,
+            _where(origin),
+            error,
+        )
+    else:
+        warn_limited(
+            f"emit-error:{limit_key}",
+            "htevents-logging: could not send the %r payload logged %s: %s: %s",
+            payload_key,
+            _where(origin),
+            type(error).__name__,
+            error,
+        )
+
+
+class LogDraft:
+    """A logged event as captured on the calling thread, built on the transport thread."""
+
+    __slots__ = (
+        "client",
+        "event_default",
+        "fields",
+        "identity",
+        "on_error",
+        "origin",
+        "payload",
+        "payload_key",
+        "timestamp",
+    )
+
+    def __init__(
+        self,
+        client: HtEvents,
+        payload: dict[Any, Any],
+        fields: Optional[dict[str, Any]],
+        event_default: Optional[str],
+        timestamp: Optional[Timestamp],
+        identity: Optional[Identity],
+        payload_key: str,
+        origin: Origin,
+    ) -> None:
+        self.client = client
+        self.payload = payload
+        self.fields = fields
+        self.event_default = event_default
+        self.timestamp = timestamp
+        self.identity = identity
+        self.payload_key = payload_key
+        self.origin = origin
+        self.on_error: Optional[ErrorHandler] = client.settings.on_error
+
+    def prepare(self) -> Optional[Envelope]:
+        """Build and encode the message; on failure warn, count, and return ``None``."""
+        try:
+            _, envelope = self.client.prepare(
+                _payload_type(self.payload),
+                self.payload,
+                self.fields or {},
+                event_default=self.event_default,
+                timestamp_default=self.timestamp,
+                identity=self.identity,
+            )
+        except Exception as error:
+            _report(error, self.payload_key, self.origin)
+            return None
+        return envelope
+
+
+def send_payload(
+    client: HtEvents,
+    payload: Any,
+    *,
+    payload_key: str,
+    origin: Origin,
+    event_default: EventDefault = None,
+    timestamp_default: Optional[Timestamp] = None,
+    fields: Optional[dict[str, Any]] = None,
+) -> None:
+    """Hand one logged payload to ``client``; never raises, never waits on the network."""
+    try:
+        if not isinstance(payload, Mapping):
+            client.emit("track", payload)  # refused with a TypeError, and counted
+            return
+        if callable(event_default):
+            wanted = not payload.get("event") and payload.get("type", "track") == "track"
+            event_default = event_default() if wanted else None
+        if capture_sinks or not client.sends:
+            client.emit(
+                _payload_type(payload),
+                payload,
+                event_default=event_default,
+                timestamp_default=timestamp_default,
+                **(fields or {}),
+            )
+            return
+        client.enqueue(
+            LogDraft(
+                client,
+                _copy(payload),
+                fields,
+                event_default,
+                time.time() if timestamp_default is None else timestamp_default,
+                current_identity(),
+                payload_key,
+                origin,
+            )
+        )
+    except Exception as error:  # never let the application's logging call fail
+        _report(error, payload_key, origin)

@@ -1,0 +1,114 @@
+"""What a logging call captures on the calling thread, before the transport thread builds it.
+
+The front-ends hand a logged payload over and build the message later, on the transport
+thread; these tests pin what must still be taken at the moment of the call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+
+import pytest
+from conftest import TEST_WRITE_KEY
+
+from htevents_logging import HtEventsHandler, HtEventsProcessor, bind
+from htevents_logging.message import new_message_id
+
+
+@pytest.fixture
+def blocked(collector):
+    """A handler and a processor whose transport thread is held until the test releases it,
+    so everything the test does after the call happens before the message is built."""
+    gate = threading.Event()
+    handler = HtEventsHandler(
+        write_key=TEST_WRITE_KEY, host=collector.url, flush_interval=60, max_events_in_batch=50
+    )
+    handler.client.enqueue(_Gate(gate))  # the thread waits here before anything after it
+    logger = logging.getLogger("test.calling_thread")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    processor = HtEventsProcessor(client=handler.client)
+    yield logger, processor, gate
+    gate.set()
+    logger.removeHandler(handler)
+    handler.close()
+
+
+class _Gate:
+    """A queued item whose preparation waits for the test: it stands for a busy thread."""
+
+    on_error = None
+
+    def __init__(self, gate: threading.Event) -> None:
+        self.gate = gate
+
+    def prepare(self):
+        self.gate.wait(10)
+        return None
+
+
+def deliver(logger, gate, collector, n):
+    gate.set()
+    assert logger.handlers[0].client.flush(5)
+    assert collector.wait_for_events(n, 5)
+    return collector.events
+
+
+def test_the_callers_dicts_may_change_after_the_call(blocked, collector):
+    logger, _, gate = blocked
+    properties = {"total": 1}
+    payload = {"userId": "u", "properties": properties}
+    logger.info("Order completed", extra={"htevent": payload})
+    properties["total"] = 2
+    payload["userId"] = "someone else"
+    [event] = deliver(logger, gate, collector, 1)
+    assert event["userId"] == "u" and event["properties"] == {"total": 1}
+
+
+def test_the_timestamp_is_the_time_of_the_call(blocked, collector):
+    logger, _, gate = blocked
+    record = logger.makeRecord(
+        logger.name,
+        logging.INFO,
+        __file__,
+        1,
+        "Order completed",
+        (),
+        None,
+        extra={"htevent": {"userId": "u"}},
+    )
+    record.created = 1_700_000_000.25
+    logger.handle(record)
+    [event] = deliver(logger, gate, collector, 1)
+    assert event["timestamp"] == "2023-11-14T22:13:20.250Z"
+
+
+def test_the_identity_is_the_one_bound_at_the_call(blocked, collector):
+    logger, processor, gate = blocked
+    with bind(user_id="bound-at-call", context={"ip": "203.0.113.5"}):
+        logger.info("From the handler", extra={"htevent": {}})
+        processor(None, "info", {"event": "From the processor", "htevent": {}})
+    with bind(user_id="bound-later"):
+        events = deliver(logger, gate, collector, 2)
+    assert {e["userId"] for e in events} == {"bound-at-call"}
+    assert all(e["context"]["ip"] == "203.0.113.5" for e in events)
+
+
+def test_the_log_message_is_formatted_at_the_call(blocked, collector):
+    logger, _, gate = blocked
+    cart = ["apple"]
+    logger.info("Cart %s checked out", cart, extra={"htevent": {"userId": "u"}})
+    cart.append("pear")
+    [event] = deliver(logger, gate, collector, 1)
+    assert event["event"] == "Cart ['apple'] checked out"
+
+
+def test_message_ids_are_random_version_4_uuids():
+    ids = {new_message_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    for text in list(ids)[:100]:
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == text
