@@ -27,7 +27,9 @@ def main() -> int:
 
     # The seed's form: a mapping in camelCase, and an optional callback.
     htevents.identify({"userId": "123", "traits": {"location": "San Francisco"}}, report)
-    htevents.track({"userId": "123", "event": "Order completed", "properties": {"total": 29.99}}, report)
+    htevents.track(
+        {"userId": "123", "event": "Order completed", "properties": {"total": 29.99}}, report
+    )
     # The keyword form: snake_case.
     htevents.page(user_id="123", name="Pricing", category="Docs", callback=report)
     htevents.screen(user_id="123", name="Home", callback=report)

@@ -115,7 +115,9 @@ class Sender:
         return ceiling * jitter
 
     def _clean(self, text: str) -> str:
-        return text.replace(self._key, redact_write_key(self._key)) if self._key else text
+        if len(self._key) < 6:  # too short to be a real key, and too common to replace
+            return text
+        return text.replace(self._key, redact_write_key(self._key))
 
     def send(self, batch: Sequence[Envelope], deadline: Optional[float]) -> Optional[DeliveryError]:
         """Deliver one batch; return ``None`` on success, or the error that ended it.

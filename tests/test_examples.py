@@ -1,0 +1,261 @@
+"""Every file in ``examples/`` runs, and sends what it says, to a local collector.
+
+Examples that call ``logging.config.dictConfig`` run in a subprocess (it changes the logging
+configuration of the whole process); the FastAPI one runs here, through ``TestClient``, and puts
+structlog back as it was.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from conftest import TEST_WRITE_KEY
+
+from htevents_logging.collector import Collector
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+SETTINGS_ENV = ("HT_WRITE_KEY", "HT_HOST", "HT_PATH", "HT_GZIP", "HT_TIMEOUT")
+
+
+def run_python(
+    args: list[str], collector: Collector, cwd: Path, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python ARGS`` with HT_WRITE_KEY / HT_HOST pointing at ``collector``."""
+    env = {k: v for k, v in os.environ.items() if k not in SETTINGS_ENV}
+    env.update(HT_WRITE_KEY=TEST_WRITE_KEY, HT_HOST=collector.url)
+    result = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert TEST_WRITE_KEY not in result.stdout + result.stderr
+    return result
+
+
+def example(name: str) -> str:
+    """The path of ``examples/NAME``, as a string for subprocess arguments."""
+    path = EXAMPLES / name
+    assert path.is_file(), path
+    return str(path)
+
+
+#: Loads an example file as a module in a subprocess, without examples/ being a package.
+LOAD_EXAMPLE = textwrap.dedent(
+    """
+    import importlib.util, sys
+    def load_example(path, name):
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+    """
+)
+
+
+def by_type(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [event for event in events if event["type"] == kind]
+
+
+# --------------------------------------------------------------------------------------------
+# dictConfig, Django
+
+
+def test_dictconfig_basic(collector: Collector, tmp_path: Path) -> None:
+    result = run_python([example("dictconfig_basic.py")], collector, tmp_path)
+
+    # Delivered by logging.shutdown() at exit, before the process ended.
+    assert collector.wait_for_events(2, timeout=5)
+    [track] = by_type(collector.events, "track")
+    assert track["event"] == "Order completed"
+    assert track["userId"] == "123"
+    assert track["properties"] == {"orderId": "o-1", "total": 29.99}
+    [identify] = by_type(collector.events, "identify")
+    assert identify["traits"] == {"plan": "pro"}
+    assert len(collector.events) == 2  # "Server started" printed, not sent
+    assert "INFO shop: Server started" in result.stderr
+
+
+def test_django_settings_runs_without_django(collector: Collector, tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        """
+        import runpy, sys
+        sys.modules["django"] = None  # the snippet must not need Django
+        runpy.run_path(sys.argv[1], run_name="__main__")
+        """
+    )
+    run_python(["-c", code, example("django_settings.py")], collector, tmp_path)
+
+    assert collector.wait_for_events(1, timeout=5)
+    [event] = collector.events
+    assert event["type"] == "track"
+    assert event["event"] == "Order completed"
+    assert event["userId"] == "123"
+
+
+def test_django_settings_in_django_with_the_middleware(
+    collector: Collector, tmp_path: Path
+) -> None:
+    pytest.importorskip("django")
+    code = LOAD_EXAMPLE + textwrap.dedent(
+        """
+        import logging
+        import django
+        from django.conf import settings
+        from django.http import HttpResponse
+        from django.test import RequestFactory
+
+        example = load_example(sys.argv[1], "django_settings_example")
+        settings.configure(LOGGING=example.LOGGING)
+        django.setup()  # hands LOGGING to dictConfig, as a project's settings.py would
+
+        class User:
+            def __init__(self, pk, is_authenticated):
+                self.pk, self.is_authenticated = pk, is_authenticated
+
+        def view(request):
+            logging.getLogger("myproject.orders").info(
+                "Order completed", extra={"htevent": {"properties": {"total": 9}}}
+            )
+            return HttpResponse("ok")
+
+        middleware = example.htevents_identity(view)
+        for user in (User(42, True), User(None, False)):
+            request = RequestFactory().post("/orders")
+            request.user = user
+            assert middleware(request).status_code == 200
+        """
+    )
+    run_python(["-c", code, example("django_settings.py")], collector, tmp_path)
+
+    assert collector.wait_for_events(2, timeout=5)
+    signed_in, anonymous = collector.events
+    assert signed_in["userId"] == "42"
+    assert signed_in["event"] == "Order completed"
+    assert "userId" not in anonymous
+    assert anonymous["anonymousId"]
+
+
+# --------------------------------------------------------------------------------------------
+# Flask
+
+
+def test_flask_app_binds_the_user_per_request(collector: Collector, tmp_path: Path) -> None:
+    pytest.importorskip("flask")
+    code = LOAD_EXAMPLE + textwrap.dedent(
+        """
+        import logging, logging.config
+        example = load_example(sys.argv[1], "flask_app_example")
+        logging.config.dictConfig(example.LOGGING)
+        client = example.create_app().test_client()
+        for user in ("user-7", "user-8", None):
+            headers = {"X-User-Id": user} if user else {}
+            response = client.post(
+                "/orders", json={"orderId": f"o-{user}", "total": 9.5}, headers=headers
+            )
+            assert response.status_code == 201, response.status_code
+            assert response.get_json() == {"status": "created", "orderId": f"o-{user}"}
+        # After the requests nothing is bound any more.
+        logging.getLogger("shop").info("After", extra={"htevent": {}})
+        """
+    )
+    run_python(["-c", code, example("flask_app.py")], collector, tmp_path)
+
+    assert collector.wait_for_events(4, timeout=5)
+    first, second, anonymous, after = collector.events
+    assert [e["event"] for e in collector.events] == ["Order completed"] * 3 + ["After"]
+    assert first["userId"] == "user-7"
+    assert first["properties"] == {"orderId": "o-user-7", "total": 9.5}
+    assert first["context"]["ip"] == "127.0.0.1"
+    assert second["userId"] == "user-8"
+    for unbound in (anonymous, after):
+        assert "userId" not in unbound
+        assert unbound["anonymousId"]
+        assert "ip" not in unbound["context"]
+
+
+# --------------------------------------------------------------------------------------------
+# FastAPI + structlog
+
+
+@pytest.fixture
+def fastapi_example(collector: Collector, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """``examples/fastapi_structlog.py`` imported with HT_* pointing at ``collector``."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")  # what fastapi.testclient.TestClient runs on
+    structlog = pytest.importorskip("structlog")
+    for name in SETTINGS_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HT_WRITE_KEY", TEST_WRITE_KEY)
+    monkeypatch.setenv("HT_HOST", collector.url)
+    name = "fastapi_structlog_example"
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / "fastapi_structlog.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[name]
+        structlog.contextvars.clear_contextvars()
+        structlog.reset_defaults()
+
+
+# Recent Starlette prefers the httpx2 package for its TestClient and warns when it runs on httpx,
+# which is what the Starlette releases that still support Python 3.9 need.
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient` is deprecated")
+def test_fastapi_structlog_binds_the_user_per_request(
+    fastapi_example: ModuleType, collector: Collector, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fastapi.testclient import TestClient
+
+    # The context manager runs the app's lifespan: configure on start, close() on shutdown.
+    with TestClient(fastapi_example.app) as client:
+        for user in ("user-7", "user-8", None):
+            headers = {"X-User-Id": user} if user else {}
+            response = client.post(
+                "/orders", json={"orderId": f"o-{user}", "total": 9.5}, headers=headers
+            )
+            assert response.status_code == 201, response.text
+            assert response.json() == {"status": "created", "orderId": f"o-{user}"}
+
+    # The lifespan's processor.close() has delivered them.
+    assert collector.wait_for_events(3, timeout=5)
+    first, second, anonymous = collector.events
+    assert [e["event"] for e in collector.events] == ["Order completed"] * 3
+    assert first["userId"] == "user-7"
+    assert first["properties"] == {"orderId": "o-user-7", "total": 9.5}
+    assert second["userId"] == "user-8"
+    assert "userId" not in anonymous
+    assert anonymous["anonymousId"]
+
+    # The JSON log lines carry the bound user_id, and not the payload the processor popped.
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line.get("user_id") for line in lines] == ["user-7", "user-8", None]
+    assert all(line["event"] == "Order completed" and "htevent" not in line for line in lines)
+
+
+def test_celery_gunicorn_note_names_the_hooks() -> None:
+    text = (EXAMPLES / "celery_gunicorn.md").read_text(encoding="utf-8")
+    for hook in ("worker_exit", "post_fork", "worker_process_shutdown", "setup_logging"):
+        assert hook in text
+    # Its Python blocks at least compile.
+    blocks = text.split("```python\n")[1:]
+    assert len(blocks) == 2
+    for block in blocks:
+        compile(block.split("```", 1)[0], "celery_gunicorn.md", "exec")
