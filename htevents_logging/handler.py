@@ -51,6 +51,7 @@ def _message_of(record: logging.LogRecord) -> str:
     except Exception:  # bad %-args: the unformatted message is still a useful name
         return str(record.msg)
 
+
 # logging.shutdown() on Python < 3.12 calls flush() and then close(): a close() this soon after a
 # flush() that ran out of time is that pair, and does not wait a second shutdown_timeout.
 _SHUTDOWN_PAIR_WINDOW = 1.0
@@ -101,9 +102,7 @@ class HtEventsHandler(logging.Handler):
             raise TypeError(
                 f"HtEventsHandler: payload_key must be a non-empty str, got {payload_key!r}"
             )
-        self.client, self._owns_client = make_client(
-            "HtEventsHandler", client, write_key, settings
-        )
+        self.client, self._owns_client = make_client("HtEventsHandler", client, write_key, settings)
         super().__init__(level)
         #: The record attribute that makes a record an event.
         self.payload_key = payload_key
