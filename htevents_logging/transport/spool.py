@@ -380,12 +380,10 @@ class Spool:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                conn.execute("COMMIT")  # a failed COMMIT (disk full) is rolled back too
             except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
-            else:
-                conn.execute("COMMIT")
 
     def _connection(self) -> sqlite3.Connection:
         """The open connection; opened again on first use after a fork. Call with the lock."""
@@ -454,6 +452,15 @@ class Spool:
         return evicted
 
 
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back whatever is open, without hiding the error that got us here."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+
 def _new_owner() -> str:
     return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
@@ -488,8 +495,7 @@ def _connect(path: str) -> sqlite3.Connection:
                     conn.execute(statement)
             conn.execute("COMMIT")
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
     except BaseException:
         conn.close()

@@ -1,0 +1,552 @@
+"""The spool: a durable SQLite FIFO that survives outages, kill -9 and restarts; processes share it.
+
+Lease timing is tested with an injected clock wherever possible; the few real-time waits use a
+deadline loop. Crashes are real: subprocesses are killed with SIGKILL, and forks are real forks.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from helpers import wait_until
+
+from htevents_logging.transport import spool as spool_module
+from htevents_logging.transport.spool import Spool, SpooledMessage
+
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="needs fork and SIGKILL")
+
+EVERYTHING = (10**6, 10**9)  # claim(max_count, max_bytes) limits that never bind
+
+
+class FakeClock:
+    """A wall clock that moves only when told to (leases compare absolute wall-clock times)."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def event(n: int, size: int = 0) -> bytes:
+    """A compact-JSON message that says which one it is, padded to ``size`` bytes if given."""
+    head = b'{"n":%d,"pad":"' % n
+    return head + b"x" * max(0, size - len(head) - 2) + b'"}'
+
+
+def numbers(messages: list[SpooledMessage]) -> list[int]:
+    """Which events these are, in order."""
+    return [json.loads(m.data)["n"] for m in messages]
+
+
+def integrity(path: str) -> str:
+    with sqlite3.connect(path) as conn:
+        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+# Subprocesses load spool.py by itself: it needs only the standard library, and skipping the
+# package's imports (requests, ...) starts each one in ~50 ms instead of ~400 ms.
+LOAD_SPOOL = f"""
+import importlib.util, sys
+_spec = importlib.util.spec_from_file_location("spool", {spool_module.__file__!r})
+_module = sys.modules["spool"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_module)
+Spool = _module.Spool
+"""
+
+
+def python(code: str, *args: str) -> subprocess.Popen[str]:
+    """Start ``code`` in a fresh interpreter that has ``Spool``, with pipes to talk to it."""
+    return subprocess.Popen(
+        [sys.executable, "-c", LOAD_SPOOL + textwrap.dedent(code), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> str:
+    return str(tmp_path / "spool" / "events.sqlite")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def spool(path: str, clock: FakeClock):
+    with Spool(path, lease_seconds=60, clock=clock) as opened:
+        yield opened
+
+
+# -- the round trip ----------------------------------------------------------------------------
+
+
+def test_messages_come_back_oldest_first_with_their_exact_bytes_and_go_on_delete(spool):
+    items = [event(1), '{"name":"Zoë 🎉"}'.encode(), event(3)]
+    assert spool.append(items) == 0
+    assert (spool.count(), spool.size_bytes()) == (3, sum(map(len, items)))
+
+    batch = spool.claim(*EVERYTHING)
+
+    assert [m.data for m in batch] == items
+    assert [m.row_id for m in batch] == sorted(m.row_id for m in batch)
+    assert spool.count() == 3  # claimed rows stay until delivered
+    spool.delete([m.row_id for m in batch])
+    assert (spool.count(), spool.size_bytes()) == (0, 0)
+    assert spool.claim(*EVERYTHING) == []
+
+
+def test_the_file_is_created_with_its_directory_in_wal_mode_and_private(path):
+    with Spool(path) as opened:
+        assert opened.path == path
+        assert os.stat(path).st_mode & 0o777 == 0o600
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_file_written_by_a_newer_layout_is_refused(path):
+    Spool(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    with pytest.raises(sqlite3.DatabaseError, match="schema 99"):
+        Spool(path)
+
+
+# -- claims and leases -------------------------------------------------------------------------
+
+
+def test_a_claimed_row_is_not_claimed_again_by_anyone_until_released(spool, path, clock):
+    spool.append([event(n) for n in range(6)])
+    other = Spool(path, clock=clock)  # another process, as far as leases go
+
+    first = spool.claim(3, 10**6)
+    assert numbers(first) == [0, 1, 2]
+    assert numbers(other.claim(*EVERYTHING)) == [3, 4, 5]
+    assert spool.claim(*EVERYTHING) == []
+
+    spool.release([m.row_id for m in first])
+
+    assert numbers(other.claim(*EVERYTHING)) == [0, 1, 2]
+    other.close()
+
+
+def test_released_rows_go_out_again_before_newer_ones(spool):
+    spool.append([event(n) for n in range(6)])
+    failed = spool.claim(2, 10**6)
+    spool.claim(2, 10**6)
+
+    spool.release([m.row_id for m in failed])
+
+    assert numbers(spool.claim(*EVERYTHING)) == [0, 1, 4, 5]
+
+
+def test_claim_stops_at_max_count(spool):
+    spool.append([event(n) for n in range(10)])
+
+    assert numbers(spool.claim(4, 10**6)) == [0, 1, 2, 3]
+    assert numbers(spool.claim(0, 10**6)) == []
+
+
+def test_claim_keeps_the_request_body_under_max_bytes(spool):
+    # Each row costs its size plus a comma; the envelope costs 100 bytes unless told otherwise.
+    spool.append([b"x" * 100] * 6)  # 3 rows: 3 * (100 + 1) + 100 = 403 bytes
+
+    assert len(spool.claim(10, max_bytes=404)) == 3  # 403 < 404
+    assert len(spool.claim(10, max_bytes=403)) == 2  # 403 is not under 403
+    assert len(spool.claim(10, max_bytes=403)) == 1  # the last one
+
+
+def test_claim_counts_the_exact_envelope_when_given(spool):
+    spool.append([b"x" * 100] * 5)
+
+    assert len(spool.claim(10, max_bytes=403, envelope_bytes=100)) == 2  # 302 + 100 = 402
+    assert len(spool.claim(10, max_bytes=403, envelope_bytes=0)) == 3  # 303 < 403
+
+
+def test_a_row_bigger_than_max_bytes_is_still_claimed_alone(spool):
+    spool.append([b"x" * 1000, b"y"])
+
+    assert [m.data for m in spool.claim(10, max_bytes=50)] == [b"x" * 1000]
+    assert [m.data for m in spool.claim(10, max_bytes=50)] == [b"y"]
+
+
+def test_an_expired_lease_can_be_claimed_by_anyone(spool, path, clock):
+    spool.append([event(0)])
+    other = Spool(path, clock=clock)
+    claimed = spool.claim(*EVERYTHING)
+
+    clock.advance(59.9)
+    assert other.claim(*EVERYTHING) == []
+    clock.advance(0.1)
+    assert other.claim(*EVERYTHING) == claimed
+    other.close()
+
+
+def test_renew_extends_only_this_owners_lease(spool, path, clock):
+    spool.append([event(0), event(1)])
+    other = Spool(path, clock=clock)
+    mine = spool.claim(1, 10**6)
+    theirs = other.claim(1, 10**6)
+
+    clock.advance(50)
+    spool.renew([m.row_id for m in mine + theirs])  # theirs is not ours to renew
+    clock.advance(20)  # 70 s after the claims, 20 s after the renewal
+
+    third = Spool(path, clock=clock)
+    assert numbers(third.claim(*EVERYTHING)) == [1]  # only the lease we did not renew expired
+    other.close()
+    third.close()
+
+
+def test_release_touches_only_this_owners_leases_but_delete_removes_rows_whoever_holds_them(
+    spool, path, clock
+):
+    spool.append([event(0), event(1)])
+    other = Spool(path, clock=clock)
+    ids = [m.row_id for m in spool.claim(*EVERYTHING)]
+
+    other.release(ids)
+    assert other.claim(*EVERYTHING) == []  # still leased to `spool`
+
+    other.delete(ids[:1])  # e.g. it sent them after our lease had expired: delivered is delivered
+    assert spool.count() == 1
+    spool.delete(ids)  # our late delete of a row already gone is harmless
+    assert spool.count() == 0
+    other.close()
+
+
+def test_a_lease_expires_in_real_time(path):
+    holder = Spool(path, lease_seconds=0.3)
+    taker = Spool(path)
+    holder.append([event(0)])
+    started = time.time()
+    claimed = holder.claim(*EVERYTHING)
+
+    assert taker.claim(*EVERYTHING) == []
+    taken: list[SpooledMessage] = []
+
+    def take() -> bool:
+        taken.extend(taker.claim(*EVERYTHING))
+        return bool(taken)
+
+    assert wait_until(take, timeout=5)
+    assert taken == claimed
+    assert time.time() - started >= 0.3
+    holder.close()
+    taker.close()
+
+
+# -- the size bound ----------------------------------------------------------------------------
+
+
+def test_appending_past_max_bytes_evicts_the_oldest_rows_and_counts_them(path):
+    # The transport reports the count as events dropped because the spool was full.
+    with Spool(path, max_bytes=1000) as bounded:
+        assert bounded.append([b"%04d" % n + b"x" * 96 for n in range(10)]) == 0  # exactly 1000
+
+        assert bounded.append([b"%04d" % n + b"x" * 96 for n in (10, 11, 12)]) == 3
+
+        kept = bounded.claim(*EVERYTHING)
+        assert [m.data[:4] for m in kept] == [b"%04d" % n for n in range(3, 13)]
+        assert bounded.size_bytes() == 1000
+
+
+def test_rows_under_a_live_lease_are_never_evicted(path, clock):
+    with Spool(path, max_bytes=500, clock=clock) as bounded:
+        bounded.append([event(n, size=100) for n in range(5)])  # 100 bytes each
+        in_flight = bounded.claim(2, 10**6)
+
+        assert bounded.append([event(n, size=100) for n in (5, 6)]) == 2
+
+        bounded.release([m.row_id for m in in_flight])
+        assert numbers(bounded.claim(*EVERYTHING)) == [0, 1, 4, 5, 6]
+
+
+def test_when_every_row_is_leased_new_rows_are_kept_anyway_and_nothing_is_counted(path, clock):
+    with Spool(path, max_bytes=200, clock=clock) as bounded:
+        bounded.append([event(0, size=100), event(1, size=100)])
+        bounded.claim(*EVERYTHING)
+
+        assert bounded.append([event(2, size=100)]) == 0
+
+        assert (bounded.count(), bounded.size_bytes()) == (3, 300)  # over the bound, best effort
+
+
+def test_rows_whose_lease_expired_can_be_evicted(path, clock):
+    with Spool(path, max_bytes=200, lease_seconds=10, clock=clock) as bounded:
+        bounded.append([event(0, size=100), event(1, size=100)])
+        bounded.claim(1, 10**6)
+        clock.advance(11)  # the claimer is presumed dead
+
+        assert bounded.append([event(2, size=100)]) == 1
+
+        assert numbers(bounded.claim(*EVERYTHING)) == [1, 2]
+
+
+# -- durability --------------------------------------------------------------------------------
+
+
+def test_rows_survive_closing_and_reopening_the_file_like_a_restart(path):
+    first_run = Spool(path)
+    first_run.append([event(n) for n in range(3)])
+    first_run.claim(1, 10**6)  # claimed but never delivered: a lease that dies with the process
+    first_run.close()
+
+    with Spool(path, clock=lambda: time.time() + 61) as next_run:
+        assert next_run.count() == 3
+        assert numbers(next_run.claim(*EVERYTHING)) == [0, 1, 2]
+
+
+@posix_only
+def test_every_row_committed_before_a_kill_9_survives_it(path):
+    writer = python(
+        """
+        import sys
+        spool = Spool(sys.argv[1])
+        for n in range(200):
+            spool.append([b'{"n":%d}' % n])
+        print("appended", flush=True)
+        n = 200
+        while True:  # still writing when the kill comes
+            spool.append([b'{"n":%d}' % n])
+            n += 1
+        """,
+        path,
+    )
+    assert writer.stdout is not None
+    assert writer.stdout.readline() == "appended\n", writer.communicate()[1]
+
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.communicate(timeout=10)
+    assert writer.returncode == -signal.SIGKILL
+
+    with Spool(path) as after:
+        survived = numbers(after.claim(*EVERYTHING))
+    assert survived[:200] == list(range(200))
+    assert survived == list(range(len(survived)))  # a prefix: nothing lost in between
+    assert integrity(path) == "ok"
+
+
+@posix_only
+def test_a_dead_processes_claim_becomes_claimable_when_its_lease_expires(path):
+    with Spool(path) as parent:
+        parent.append([event(n) for n in range(5)])
+    holder = python(
+        """
+        import sys
+        spool = Spool(sys.argv[1], lease_seconds=30)
+        print(" ".join(str(m.row_id) for m in spool.claim(3, 10**6)), flush=True)
+        sys.stdin.readline()
+        """,
+        path,
+    )
+    assert holder.stdout is not None
+    held = [int(i) for i in holder.stdout.readline().split()]
+    assert len(held) == 3, holder.communicate()[1]
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.communicate(timeout=10)
+
+    clock = FakeClock(time.time())
+    with Spool(path, clock=clock) as survivor:
+        assert numbers(survivor.claim(*EVERYTHING)) == [3, 4]  # not the dead one's, yet
+        clock.advance(31)
+        assert [m.row_id for m in survivor.claim(*EVERYTHING)] == held
+
+
+@posix_only
+def test_four_processes_sharing_a_spool_claim_every_row_exactly_once(path, tmp_path):
+    with Spool(path) as parent:
+        parent.append([event(n) for n in range(2000)])
+    worker = """
+        import sys, time
+        spool = Spool(sys.argv[1])
+        print("ready", flush=True)
+        sys.stdin.readline()  # start together
+        with open(sys.argv[2], "w") as out:
+            while True:
+                batch = spool.claim(50, 500_000)
+                if not batch:
+                    break
+                out.writelines(f"{m.row_id} {m.data.decode()}\\n" for m in batch)
+                out.flush()
+                time.sleep(0.002)  # the HTTP request, during which the others claim
+                spool.delete([m.row_id for m in batch])
+        """
+    outputs = [tmp_path / f"worker{i}.txt" for i in range(4)]
+    workers = [python(worker, path, str(output)) for output in outputs]
+    for w in workers:
+        assert w.stdout is not None
+        assert w.stdout.readline() == "ready\n", w.communicate()[1]
+    for w in workers:
+        assert w.stdin is not None
+        w.stdin.write("go\n")
+        w.stdin.flush()
+    for w in workers:
+        _, errors = w.communicate(timeout=60)
+        assert w.returncode == 0, errors
+
+    claimed = [output.read_text().splitlines() for output in outputs]
+    assert sum(1 for lines in claimed if lines) >= 2, "the workers did not run concurrently"
+    lines = [line for worker_lines in claimed for line in worker_lines]
+    row_ids = collections.Counter(line.split(" ", 1)[0] for line in lines)
+    payloads = collections.Counter(line.split(" ", 1)[1].encode() for line in lines)
+    assert len(lines) == 2000
+    assert set(row_ids.values()) == {1}  # no row claimed twice
+    assert payloads == collections.Counter(event(n) for n in range(2000))
+    with Spool(path) as after:
+        assert after.count() == 0
+    assert integrity(path) == "ok"
+
+
+# -- fork, threads, close ----------------------------------------------------------------------
+
+
+def fork_and_run(child) -> int:
+    """Run ``child()`` in a forked child; return its exit code (0 when it returned normally)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            child()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status
+
+
+@posix_only
+def test_a_forked_child_writes_through_a_connection_of_its_own(path):
+    spool = Spool(path)
+    spool.append([b"parent before fork"])
+    parent_owner = spool.owner
+
+    def child() -> None:
+        spool.reopen_after_fork()
+        assert spool.owner != parent_owner
+        assert spool.owner.startswith(f"{os.getpid()}-")
+        spool.append([b"child"])
+
+    assert fork_and_run(child) == 0
+
+    spool.append([b"parent after fork"])
+    assert [m.data for m in spool.claim(*EVERYTHING)] == [
+        b"parent before fork",
+        b"child",
+        b"parent after fork",
+    ]
+    assert spool.owner == parent_owner
+    spool.close()
+
+
+@posix_only
+def test_a_forked_child_keeps_its_writes_when_the_parent_closes_first(path):
+    # The failure this guards against: a child that inherits the parent's open connection shares
+    # SQLite's in-process lock bookkeeping, holds no real lock, and loses its commits when the
+    # parent's close deletes the WAL under it. The spool closes its connection around fork().
+    spool = Spool(path)
+    spool.append([b"parent"])
+    to_child_r, to_child_w = os.pipe()
+    from_child_r, from_child_w = os.pipe()
+
+    def child() -> None:
+        spool.reopen_after_fork()
+        spool.append([b"child, before the parent closes"])
+        os.write(from_child_w, b"1")
+        assert os.read(to_child_r, 1) == b"1"
+        spool.append([b"child, after the parent closed"])
+
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            child()
+            code = 0
+        finally:
+            os._exit(code)
+    assert os.read(from_child_r, 1) == b"1"
+    spool.close()
+    os.write(to_child_w, b"1")
+    _, status = os.waitpid(pid, 0)
+    assert status == 0
+    for fd in (to_child_r, to_child_w, from_child_r, from_child_w):
+        os.close(fd)
+
+    with Spool(path) as after:
+        assert [m.data for m in after.claim(*EVERYTHING)] == [
+            b"parent",
+            b"child, before the parent closes",
+            b"child, after the parent closed",
+        ]
+    assert integrity(path) == "ok"
+
+
+@posix_only
+def test_a_child_forked_while_another_thread_holds_the_spool_still_gets_its_own_connection(
+    path, monkeypatch
+):
+    # The fallback when the connection cannot be closed before the fork: the child drops the
+    # inherited connection without using or closing it, and the lock that was held in the parent.
+    monkeypatch.setattr(spool_module, "_FORK_LOCK_TIMEOUT", 0.05)
+    spool = Spool(path)
+    spool.append([b"parent"])
+
+    def child() -> None:
+        spool.reopen_after_fork()
+        spool.append([b"child"])
+
+    with spool._lock:  # as if the transport thread were mid-transaction
+        code = fork_and_run(child)
+    assert code == 0
+
+    assert [m.data for m in spool.claim(*EVERYTHING)] == [b"parent", b"child"]
+    spool.close()
+
+
+def test_threads_can_share_one_spool(spool):
+    def write(thread: int) -> None:
+        for n in range(100):
+            spool.append([b"%d-%d" % (thread, n)])
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    data = [m.data for m in spool.claim(*EVERYTHING)]
+    assert len(data) == 400
+    for t in range(4):  # each thread's rows in the order it wrote them
+        assert [d for d in data if d.startswith(b"%d-" % t)] == [
+            b"%d-%d" % (t, n) for n in range(100)
+        ]
+
+
+def test_close_is_idempotent_and_a_closed_spool_refuses_work(path):
+    spool = Spool(path)
+    spool.close()
+    spool.close()
+
+    assert spool.closed
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        spool.append([b"late"])
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        spool.claim(1, 1000)
