@@ -51,6 +51,7 @@ class ClientSettings(TypedDict, total=False):
     on_error: Optional[ErrorHandler]
     shutdown_timeout: float
     spool_path: Optional[str]
+    spool_max_bytes: int
     debug: bool
     retry_backoff: float
     retry_backoff_max: float

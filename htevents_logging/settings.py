@@ -64,6 +64,7 @@ class Settings:
     on_error: Optional[ErrorHandler] = None
     shutdown_timeout: float = 5.0
     spool_path: Optional[str] = None
+    spool_max_bytes: int = 64 * 1024 * 1024
     debug: bool = False
     retry_backoff: float = 0.5
     retry_backoff_max: float = 30.0
@@ -108,6 +109,7 @@ class Settings:
         _int_at_least("max_retries", self.max_retries, 0)
         _int_at_least("max_events_in_batch", self.max_events_in_batch, 1)
         _int_at_least("max_queue_size", self.max_queue_size, 1)
+        _int_at_least("spool_max_bytes", self.spool_max_bytes, 1)
         _positive_number("flush_interval", self.flush_interval)
         _positive_number("http_request_timeout", self.http_request_timeout)
         _positive_number("shutdown_timeout", self.shutdown_timeout, allow_zero=True)
@@ -139,7 +141,8 @@ class Settings:
             self.max_queue_size,
             self.gzip,
             self.shutdown_timeout,
-            os.fspath(self.spool_path) if self.spool_path is not None else None,
+            os.path.abspath(self.spool_path) if self.spool_path is not None else None,
+            self.spool_max_bytes,
             self.retry_backoff,
             self.retry_backoff_max,
             self.retry_after_max,

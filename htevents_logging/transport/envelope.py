@@ -72,9 +72,12 @@ def messages_of(batch: Sequence[Envelope]) -> list[dict[str, Any]]:
 
 
 class FlushRequest:
-    """A marker put on the queue by ``flush()``: set once everything before it is settled."""
+    """A marker put on the queue by ``flush()``: ``done`` is set once everything before it was
+    sent, and ``ok`` says whether all of it was delivered or failed for good (False when some
+    is kept in the spool for a later try)."""
 
-    __slots__ = ("done",)
+    __slots__ = ("done", "ok")
 
     def __init__(self) -> None:
         self.done = threading.Event()
+        self.ok = True

@@ -30,7 +30,9 @@ def is_transport_thread() -> bool:
 class BatchListener(logging.handlers.QueueListener):
     """Drains the queue: envelopes into the batcher, due batches out to ``export``.
 
-    It keeps ``QueueListener``'s shape and override points: ``dequeue`` waits no longer than
+    ``idle(flushing)``, when given, runs on each tick and flush (the spool's retries: it
+    returns whether nothing is left over), and ``idle_time_left()`` says when it next wants a
+    tick. It keeps ``QueueListener``'s shape and override points: ``dequeue`` waits no longer than
     the current batch may wait (so time-based cuts happen with no extra timer thread), and
     ``handle`` takes one item: an envelope, a draft (built by ``prepare``, as a
     ``QueueListener`` prepares records), a flush request, or a tick.
@@ -43,10 +45,14 @@ class BatchListener(logging.handlers.QueueListener):
         export: Callable[[Sequence[Envelope]], None],
         closing: threading.Event,
         discard: Callable[[], None],
+        idle: Optional[Callable[[bool], bool]] = None,
+        idle_time_left: Optional[Callable[[], Optional[float]]] = None,
     ) -> None:
         super().__init__(queue)
         self._queue = queue
         self._discard = discard
+        self._idle = idle
+        self._idle_time_left = idle_time_left
         self._batcher = batcher
         self._export = export
         self._closing = closing
@@ -80,9 +86,17 @@ class BatchListener(logging.handlers.QueueListener):
                     return self._queue.get_nowait()
                 except queue.Empty:
                     return TICK if len(self._batcher) else _SENTINEL
-            return self._queue.get(block, self._batcher.time_left())
+            return self._queue.get(block, self._time_left())
         except queue.Empty:
             return TICK
+
+    def _time_left(self) -> Optional[float]:
+        left = self._batcher.time_left()
+        if self._idle_time_left is not None:
+            idle = self._idle_time_left()
+            if idle is not None:
+                left = idle if left is None else min(left, idle)
+        return left
 
     def prepare(self, record: Any) -> Optional[Envelope]:
         """Turn a queued message into an envelope: drafts from the logging front-ends are
@@ -98,8 +112,12 @@ class BatchListener(logging.handlers.QueueListener):
             if record is TICK:
                 if self._closing.is_set() or self._batcher.time_left() == 0.0:
                     self._send_pending()
+                if self._idle is not None:
+                    self._idle(False)
             elif isinstance(record, FlushRequest):
                 self._send_pending()
+                if self._idle is not None:
+                    record.ok = self._idle(True)
                 record.done.set()
             else:
                 envelope = self.prepare(record)

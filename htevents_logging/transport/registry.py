@@ -73,8 +73,20 @@ def close_all(timeout: float | None = None) -> int:
         failed_before = transport.failed_at_deadline()
         remaining = max(0.0, deadline - time.monotonic())
         transport.close(min(remaining, transport.settings.shutdown_timeout))
-        left += max(0, transport.pending()) + transport.failed_at_deadline() - failed_before
+        if transport.settings.spool_path is None:
+            left += max(0, transport.pending()) + transport.failed_at_deadline() - failed_before
     return left
+
+
+def kept_in_spools() -> dict[str, int]:
+    """How many messages each spool file holds (for the exit report)."""
+    with _lock:
+        transports = list(_everyone)
+    kept: dict[str, int] = {}
+    for transport in transports:
+        if transport.settings.spool_path is not None:
+            kept[str(transport.settings.spool_path)] = transport.kept_in_spool()
+    return {path: count for path, count in kept.items() if count}
 
 
 def _at_exit() -> None:
@@ -84,6 +96,12 @@ def _at_exit() -> None:
             f"htevents-logging: {left} message(s) were not delivered before exit "
             "(the server was slow or down); raise shutdown_timeout, call close() earlier, "
             "or configure spool_path to keep them",
+            file=sys.stderr,
+        )
+    for path, count in kept_in_spools().items():
+        print(
+            f"htevents-logging: {count} message(s) are kept in the spool {path}; the next "
+            "process with the same spool_path sends them",
             file=sys.stderr,
         )
 

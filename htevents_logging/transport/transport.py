@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from .batcher import Batcher
 from .envelope import Envelope, FlushRequest, Queueable, messages_of
 from .listener import TICK, BatchListener
 from .sender import Sender
+from .spool import Spool
 from .stats import Stats
 
 __all__ = ["Transport"]
@@ -36,7 +38,21 @@ class Transport:
         self.users = 0
         self.stats = Stats()
         self._start_lock = threading.Lock()
+        self._spool: Optional[Spool] = None
+        self._spool_retry_at: Optional[float] = None  # when to try the spool again
+        if settings.spool_path is not None:
+            # A lease must outlast the longest send of a batch (every attempt and backoff).
+            attempts = settings.max_retries + 1
+            longest = attempts * (settings.http_request_timeout + settings.retry_backoff_max)
+            self._spool = Spool(
+                settings.spool_path,
+                max_bytes=settings.spool_max_bytes,
+                lease_seconds=max(60.0, longest + 10.0),
+            )
         self._setup()
+        if self._spool is not None and self._spool.count():
+            self._spool_retry_at = time.monotonic()  # what an earlier process kept goes first
+            self._start()
 
     def _setup(self) -> None:
         settings = self.settings
@@ -55,8 +71,17 @@ class Transport:
             self._sender.envelope_bytes(),
         )
         self._listener = BatchListener(
-            self._queue, self._batcher, self._export, self._closing, self._discard
+            self._queue,
+            self._batcher,
+            self._export,
+            self._closing,
+            self._discard,
+            idle=self._drain_spool if self._spool is not None else None,
+            idle_time_left=self._spool_time_left if self._spool is not None else None,
         )
+        # Spooled envelopes someone is to be told about, by their bytes (rows carry no more).
+        self._awaiting: dict[bytes, Envelope] = {}
+        self._spool_retry_at = None
         self._started = False
         self._abandoned = False
         self._settle_lock = threading.Lock()
@@ -109,6 +134,12 @@ class Transport:
     # -- the listener thread --------------------------------------------------------------
 
     def _export(self, batch: Sequence[Envelope]) -> None:
+        if self._spool is not None and self._keep(batch):
+            self._drain_spool(False)
+            return
+        self._send(batch)
+
+    def _send(self, batch: Sequence[Envelope]) -> None:
         with self._settle_lock:
             self._in_flight = batch
         error = self._sender.send(batch, self._deadline)
@@ -117,6 +148,103 @@ class Transport:
                 return  # close() gave up waiting for it and has reported it already
             self._in_flight = None
         self._settle(batch, error)
+
+    # -- the spool (with spool_path): every batch is stored, then sent, then deleted ----------
+
+    def _keep(self, batch: Sequence[Envelope]) -> bool:
+        """Store a batch in the spool; False (the batch is then sent as is) if that fails."""
+        assert self._spool is not None
+        try:
+            evicted = self._spool.append([envelope.data for envelope in batch])
+        except sqlite3.Error as spool_error:
+            warn_limited(
+                "spool-error",
+                "htevents-logging: the spool failed (%s); sending directly",
+                spool_error,
+            )
+            return False
+        for envelope in batch:
+            if envelope.callback is not None or envelope.on_error is not None:
+                self._awaiting[envelope.data] = envelope
+        if evicted:
+            self.stats.add("dropped", evicted, reason="spool_full")
+            warn_limited(
+                "dropped:spool_full",
+                "htevents-logging: the spool is full (spool_max_bytes=%d): dropped the %d "
+                "oldest message(s) it kept",
+                self.settings.spool_max_bytes,
+                evicted,
+            )
+        return True
+
+    def _spool_time_left(self) -> Optional[float]:
+        if self._spool_retry_at is None:
+            return None
+        return max(0.0, self._spool_retry_at - time.monotonic())
+
+    def _drain_spool(self, flushing: bool) -> bool:
+        """Send what the spool holds, oldest first; True when it is empty.
+
+        After a failure that may pass (the server is down, or closing ran out of time) the
+        rows are released, not failed: they stay for the next try, ``flush_interval`` later,
+        or for the next process with the same ``spool_path``.
+        """
+        spool = self._spool
+        assert spool is not None
+        if flushing or self._closing.is_set():
+            self._spool_retry_at = None
+        if self._spool_retry_at is not None and time.monotonic() < self._spool_retry_at:
+            return False
+        self._spool_retry_at = None
+        envelope_bytes = self._sender.envelope_bytes()
+        while True:
+            try:
+                rows = spool.claim(
+                    self.settings.max_events_in_batch,
+                    MAX_BATCH_BYTES,
+                    envelope_bytes=envelope_bytes,
+                )
+            except sqlite3.Error as spool_error:
+                warn_limited("spool-error", "htevents-logging: the spool failed (%s)", spool_error)
+                return False
+            if not rows:
+                if spool.count():  # held by another process: look again later
+                    self._spool_retry_at = time.monotonic() + self.settings.flush_interval
+                    return False
+                return True
+            batch = [self._awaiting.pop(row.data, Envelope(row.data)) for row in rows]
+            error = self._sender.send(batch, self._deadline)
+            ids = [row.row_id for row in rows]
+            try:
+                if error is not None and error.reason in ("retries_exhausted", "shutdown_timeout"):
+                    spool.release(ids)
+                else:
+                    spool.delete(ids)
+            except sqlite3.Error as spool_error:
+                warn_limited("spool-error", "htevents-logging: the spool failed (%s)", spool_error)
+            if error is not None and error.reason in ("retries_exhausted", "shutdown_timeout"):
+                for envelope in batch:
+                    if envelope.callback is not None or envelope.on_error is not None:
+                        self._awaiting[envelope.data] = envelope
+                self._spool_retry_at = time.monotonic() + self.settings.flush_interval
+                warn_limited(
+                    "spool-kept",
+                    "htevents-logging: %s; the messages are kept in the spool and retried "
+                    "every flush_interval (%gs)",
+                    error,
+                    self.settings.flush_interval,
+                )
+                return False
+            self._settle(batch, error)
+
+    def kept_in_spool(self) -> int:
+        """Messages the spool holds (from every process that shares it)."""
+        if self._spool is None:
+            return 0
+        try:
+            return self._spool.count()
+        except sqlite3.Error:
+            return 0
 
     def _settle(self, batch: Sequence[Envelope], error: Optional[DeliveryError]) -> None:
         if error is None:
@@ -143,6 +271,8 @@ class Transport:
                 envelope = self._listener.prepare(item)
                 if envelope is not None:
                     left.append(envelope)
+        if left and self._spool is not None and self._keep(left):
+            return  # kept for a later process, not failed
         if left:
             self._settle(
                 left,
@@ -213,12 +343,12 @@ class Transport:
         """
         deadline = time.monotonic() + max(0.0, timeout)
         if not self._started or not self._listener.is_alive():
-            return self.pending() <= 0
+            return self.pending() <= 0 and not self.kept_in_spool()
         request = FlushRequest()
         self._queue.put(request)
         if holds_logging_lock():
             return False
-        return request.done.wait(max(0.0, deadline - time.monotonic()))
+        return request.done.wait(max(0.0, deadline - time.monotonic())) and request.ok
 
     def close(self, timeout: float) -> bool:
         """Flush within ``timeout``, then stop the thread; later messages are dropped.
@@ -249,7 +379,9 @@ class Transport:
 
     def reset_after_fork(self) -> None:
         """In a forked child: a fresh queue, thread and connection pool; the parent's queue
-        stays the parent's to send."""
+        stays the parent's to send (a shared spool file is shared, under its leases)."""
         self.stats = Stats()
         self._start_lock = threading.Lock()
+        if self._spool is not None:
+            self._spool.reopen_after_fork()
         self._setup()

@@ -1,0 +1,185 @@
+"""The spool (``spool_path``): events survive an outage, a restart and ``kill -9``.
+
+Every batch is stored in an SQLite file before it is sent and deleted once delivered; a send
+that fails for a reason that may pass keeps it there for the next try or the next process.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from conftest import TEST_WRITE_KEY
+from helpers import Outcomes, wait_until
+
+from htevents_logging import HtEvents
+from htevents_logging.collector import Reply
+from htevents_logging.transport.spool import Spool
+
+
+@pytest.fixture
+def down_url():
+    """A loopback URL where nothing listens: connections are refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def spool_rows(path) -> int:
+    with Spool(path) as spool:
+        return spool.count()
+
+
+def python(code: str, **kwargs) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def test_an_outage_keeps_events_in_the_spool_until_the_server_is_back(collector, tmp_path):
+    outcomes = Outcomes()
+    client = HtEvents(
+        TEST_WRITE_KEY,
+        host=collector.url,
+        spool_path=str(tmp_path / "events.db"),
+        max_retries=0,
+        flush_interval=60,
+    )
+    try:
+        collector.script(*[Reply(503)] * 3)
+        for i in range(10):
+            client.track(user_id="u", event=f"e{i}", callback=outcomes)
+        assert client.flush(5) is False  # not delivered: kept
+        assert client.stats()["failed"] == 0 and outcomes.results == []
+        assert spool_rows(tmp_path / "events.db") == 10
+        collector.script()  # (the scripted 503s are used up by the retries below)
+        assert wait_until(lambda: client.flush(5), timeout=10)
+        assert sorted(e["event"] for e in collector.events) == sorted(f"e{i}" for i in range(10))
+        assert outcomes.errors == [None] * 10  # each callback once, on delivery
+        assert spool_rows(tmp_path / "events.db") == 0
+    finally:
+        client.close(2)
+
+
+def test_a_refused_batch_is_deleted_and_reported_not_kept(collector, tmp_path):
+    outcomes = Outcomes()
+    client = HtEvents(TEST_WRITE_KEY, host=collector.url, spool_path=str(tmp_path / "s.db"))
+    try:
+        collector.script(Reply(400))
+        client.track(user_id="u", event="refused", callback=outcomes)
+        assert client.flush(5)
+        assert outcomes.errors[0].reason == "http_4xx"
+        assert spool_rows(tmp_path / "s.db") == 0
+    finally:
+        client.close(2)
+
+
+def test_events_kept_at_exit_are_sent_first_by_the_next_process(collector, tmp_path, down_url):
+    spool = str(tmp_path / "events.db")
+    first = python(
+        f"""
+        from htevents_logging import HtEvents
+        h = HtEvents({TEST_WRITE_KEY!r}, host={down_url!r}, spool_path={spool!r},
+                     max_retries=0, shutdown_timeout=1)
+        for i in range(20):
+            h.track(user_id="u", event=f"before restart {{i}}")
+        """
+    )
+    _, stderr = first.communicate(timeout=30)
+    assert first.returncode == 0, stderr
+    assert "20 message(s) are kept in the spool" in stderr
+    second = python(
+        f"""
+        from htevents_logging import HtEvents
+        h = HtEvents({TEST_WRITE_KEY!r}, host={collector.url!r}, spool_path={spool!r})
+        h.track(user_id="u", event="after restart")
+        """
+    )
+    _, stderr = second.communicate(timeout=30)
+    assert second.returncode == 0, stderr
+    assert collector.wait_for_events(21, 10)
+    events = [e["event"] for e in collector.events]
+    assert events[-1] == "after restart"
+    assert sorted(events[:20]) == sorted(f"before restart {i}" for i in range(20))
+
+
+def test_every_event_enqueued_before_flush_returned_survives_kill_9(collector, tmp_path, down_url):
+    spool = str(tmp_path / "events.db")
+    victim = python(
+        f"""
+        import time
+        from htevents_logging import HtEvents
+        h = HtEvents({TEST_WRITE_KEY!r}, host={down_url!r}, spool_path={spool!r}, max_retries=0)
+        for i in range(50):
+            h.track(user_id="u", event=f"e{{i}}")
+        print("flushed", h.flush(5), flush=True)
+        time.sleep(60)  # waits to be killed
+        """
+    )
+    assert victim.stdout is not None
+    assert victim.stdout.readline().strip() == "flushed False"
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(10)
+    client = HtEvents(TEST_WRITE_KEY, host=collector.url, spool_path=spool)
+    try:
+        assert collector.wait_for_events(50, 10)
+        assert sorted(e["event"] for e in collector.events) == sorted(f"e{i}" for i in range(50))
+    finally:
+        client.close(2)
+
+
+def test_processes_sharing_one_spool_send_each_event_once(collector, tmp_path):
+    spool = str(tmp_path / "shared.db")
+    workers = [
+        python(
+            f"""
+            from htevents_logging import HtEvents
+            h = HtEvents({TEST_WRITE_KEY!r}, host={collector.url!r}, spool_path={spool!r},
+                         flush_interval=0.01)
+            for i in range(60):
+                h.track(user_id="w{n}", event=f"w{n}-{{i}}")
+            """
+        )
+        for n in range(3)
+    ]
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=60)
+        assert worker.returncode == 0, stderr
+    assert collector.wait_for_events(180, 10)
+    counts = collections.Counter(e["messageId"] for e in collector.events)
+    assert len(counts) == 180 and max(counts.values()) == 1
+    assert spool_rows(spool) == 0
+
+
+def test_the_spool_is_bounded_and_drops_the_oldest_counted(tmp_path, down_url):
+    client = HtEvents(
+        TEST_WRITE_KEY,
+        host=down_url,
+        spool_path=str(tmp_path / "small.db"),
+        spool_max_bytes=20_000,
+        max_retries=0,
+        flush_interval=60,
+        max_events_in_batch=10,
+    )
+    try:
+        for i in range(200):
+            client.track(user_id="u", event=f"e{i}", properties={"pad": "x" * 200})
+        client.flush(5)
+        dropped = client.stats()["dropped_by_reason"].get("spool_full", 0)
+        assert dropped > 0
+        with Spool(tmp_path / "small.db") as spool:
+            assert spool.size_bytes() <= 20_000 + 10 * 500
+            assert spool.count() + dropped == 200
+    finally:
+        client.close(1)
