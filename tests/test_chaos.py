@@ -1,0 +1,22 @@
+"""Chaos, in the suite: every messageId arrives through 503s, 429s, drops, hangs and an outage.
+
+The same driver runs larger as ``python benchmarks/chaos.py``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+from chaos import run_chaos  # noqa: E402
+
+
+def test_every_event_arrives_through_the_chaos_schedule_and_a_5s_outage(capsys):
+    figures = run_chaos(events=2_000, threads=4, seed=7, outage=5.0, timeout=60)
+    print(figures.line())
+    assert figures.sent == 2_000
+    assert figures.lost == 0
+    assert figures.delivered == 2_000
+    assert figures.requests > 40  # the failures really happened, and were retried
