@@ -60,10 +60,10 @@ def run_memory(events: int) -> MemoryFigures:
     payload = {"userId": "123", "properties": {"total": 29.99, "sku": "A-1"}}
     before = rss_mb()
     full_at = min(events, queue_size * 2)
-    for i in range(full_at):
+    for _ in range(full_at):
         logger.info("Order completed", extra={"htevent": payload})
     queue_full = rss_mb()
-    for i in range(events - full_at):
+    for _ in range(events - full_at):
         logger.info("Order completed", extra={"htevent": payload})
     end = rss_mb()
     stats = handler.client.stats()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from chaos import run_chaos  # noqa: E402
+from chaos import run_chaos
 
 
 def test_every_event_arrives_through_the_chaos_schedule_and_a_5s_outage(capsys):
