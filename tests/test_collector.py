@@ -656,3 +656,17 @@ def test_collect_command_prints_events_and_appends_them_to_out(tmp_path: Path) -
                 stream.close()
 
     assert [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()] == [event]
+
+
+def test_keep_alive_answers_do_not_wait_for_delayed_acks(collector: Collector) -> None:
+    """Regression: headers and body went out in two writes, and with Nagle's algorithm on the
+    body waited for the client's delayed ACK: ~40 ms per keep-alive request."""
+    session = requests.Session()
+    body = {"batch": [{"type": "track", "event": "x", "messageId": "m", "userId": "u"}]}
+    auth = ("test-write-key", "")
+    session.post(collector.url + "/v1/batch", json=body, auth=auth)
+    started = time.monotonic()
+    for _ in range(20):
+        session.post(collector.url + "/v1/batch", json=body, auth=auth)
+    assert time.monotonic() - started < 0.5  # 20 x 40 ms stalls would be 0.8 s
+    session.close()
