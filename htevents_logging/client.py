@@ -158,7 +158,7 @@ class HtEvents:
         except MessageTooLargeError:
             self._stats.add("rejected", reason="oversize")
             raise
-        except (TypeError, ValueError):
+        except Exception:  # a ValueError or TypeError naming the field, or a payload's own bug
             self._stats.add("rejected", reason="invalid")
             raise
         keep = callback is not None or self._on_error is not None
@@ -280,8 +280,9 @@ class HtEvents:
         (invalid or oversize), ``retries``, ``batches``, ``queue_depth``, and the splits
         ``failed_by_reason``, ``dropped_by_reason`` and ``rejected_by_reason``.
         """
-        depth = self._transport.queue_depth() if self._transport is not None else 0
-        return self._stats.snapshot(depth)
+        if self._transport is not None:
+            return self._transport.snapshot()
+        return self._stats.snapshot(0)
 
     def __enter__(self) -> HtEvents:
         return self

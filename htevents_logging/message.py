@@ -7,6 +7,7 @@ logging handler and the structlog processor build byte-for-byte the same message
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -123,18 +124,40 @@ if hasattr(os, "register_at_fork"):
 CURRENT_IDENTITY: Any = object()
 
 
+# Epoch seconds the wire can carry: years 1 to 9999.
+_EPOCH_RANGE = (-62_135_596_800, 253_402_300_800)
+# The formatted second of the last epoch timestamp: log records come many per second.
+_last_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
+
+
+def _out_of_range(value: object) -> ValueError:
+    return ValueError(f"timestamp {value!r} is out of range (years 1 to 9999, UTC)")
+
+
 def format_timestamp(value: Timestamp) -> str:
     """Format a time as the wire wants it: UTC, milliseconds, ``Z``.
 
     Accepts an aware ``datetime`` (its instant is kept), a naive one (taken as UTC), an
-    ISO-8601 string, or seconds since the epoch (as in ``LogRecord.created``).
+    ISO-8601 string, or seconds since the epoch (as in ``LogRecord.created``). Raises
+    ``ValueError`` for a time out of range and ``TypeError`` for anything else.
     """
+    global _last_second
     if isinstance(value, bool):
         raise TypeError("timestamp must be a datetime, an ISO-8601 string or epoch seconds")
     if isinstance(value, (int, float)):
-        seconds = int(value // 1)
+        if not _EPOCH_RANGE[0] <= value < _EPOCH_RANGE[1]:  # also False for NaN
+            raise _out_of_range(value)
+        seconds = math.floor(value)
         millis = int((value - seconds) * 1000)
-        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+        cached_second, text = _last_second
+        if cached_second != seconds:
+            t = time.gmtime(seconds)
+            text = (
+                f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
+                f"T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+            )
+            _last_second = (seconds, text)
+        return f"{text}.{millis:03d}Z"
     if isinstance(value, str):
         text = value.strip()
         if text.endswith(("Z", "z")):
@@ -147,10 +170,16 @@ def format_timestamp(value: Timestamp) -> str:
             ) from None
     if isinstance(value, _dt.datetime):
         if value.tzinfo is not None:
-            value = value.astimezone(_dt.timezone.utc)
-        return value.strftime("%Y-%m-%dT%H:%M:%S") + f".{value.microsecond // 1000:03d}Z"
+            try:
+                value = value.astimezone(_dt.timezone.utc)
+            except (OverflowError, ValueError):
+                raise _out_of_range(value) from None
+        return (
+            f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:"
+            f"{value.minute:02d}:{value.second:02d}.{value.microsecond // 1000:03d}Z"
+        )
     if isinstance(value, _dt.date):
-        return value.isoformat() + "T00:00:00.000Z"
+        return f"{value.year:04d}-{value.month:02d}-{value.day:02d}T00:00:00.000Z"
     raise TypeError(
         "timestamp must be a datetime, an ISO-8601 string or epoch seconds, "
         f"not {type(value).__name__}"

@@ -132,3 +132,21 @@ def test_bound_identity_fills_missing_ids_and_context_goes_under_the_messages_ow
     assert message["userId"] == "u-1"
     assert message["context"]["ip"] == "1.2.3.4" and message["context"]["locale"] == "en"
     assert explicit["anonymousId"] == "a" and "userId" not in explicit
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [1e20, float("nan"), float("inf"), -1e12, dt.datetime(1, 1, 1, tzinfo=dt.timezone.max)],
+)
+def test_a_timestamp_out_of_range_is_a_value_error_naming_it(htevents, stamp):
+    """Regression: epoch seconds past year 9999 raised OSError (EOVERFLOW) from gmtime, which
+    the logging front-ends reported but did not count as rejected."""
+    with pytest.raises(ValueError, match="timestamp"):
+        htevents.track(user_id="1", event="x", timestamp=stamp)
+    assert htevents.stats()["rejected_by_reason"] == {"invalid": 1}
+
+
+def test_early_years_are_zero_padded():
+    assert format_timestamp(dt.datetime(5, 1, 2)) == "0005-01-02T00:00:00.000Z"
+    assert format_timestamp(-61_000_000_000) == "0036-12-26T11:33:20.000Z"
+    assert format_timestamp(dt.date(33, 3, 3)) == "0033-03-03T00:00:00.000Z"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging.handlers
+import os
 import queue
 import threading
 from collections.abc import Sequence
@@ -17,14 +18,20 @@ __all__ = ["TICK", "BatchListener", "is_transport_thread"]
 #: Put on the queue to wake the thread without asking anything of it.
 TICK = object()
 
-_marker = threading.local()
+# The idents of the running transport threads (a set lookup is the cheapest check a logging
+# call can make). Forgotten in a forked child, where those threads do not exist.
+_transport_threads: set[int] = set()
 # What QueueListener._monitor stops on.
 _SENTINEL = logging.handlers.QueueListener._sentinel  # type: ignore[attr-defined]
 
 
 def is_transport_thread() -> bool:
     """True on a transport thread: the logging front-ends never turn its records into events."""
-    return getattr(_marker, "active", False)
+    return threading.get_ident() in _transport_threads
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_transport_threads.clear)
 
 
 class BatchListener(logging.handlers.QueueListener):
@@ -53,15 +60,16 @@ class BatchListener(logging.handlers.QueueListener):
         self._discard = discard
         self._idle = idle
         self._idle_time_left = idle_time_left
+        #: Messages taken off the queue so far (written by this thread only).
+        self.taken = 0
         self._batcher = batcher
         self._export = export
         self._closing = closing
 
     def start(self) -> None:
         """Start the daemon thread, named ``htevents-transport``."""
-        monitor = self._monitor  # type: ignore[attr-defined]
         self._thread = thread = threading.Thread(
-            target=monitor, name="htevents-transport", daemon=True
+            target=self._run, name="htevents-transport", daemon=True
         )
         thread.start()
 
@@ -77,9 +85,16 @@ class BatchListener(logging.handlers.QueueListener):
             thread.join(max(0.0, timeout))
         return not self.is_alive()
 
+    def _run(self) -> None:
+        ident = threading.get_ident()
+        _transport_threads.add(ident)
+        try:
+            self._monitor()  # type: ignore[attr-defined]
+        finally:
+            _transport_threads.discard(ident)
+
     def dequeue(self, block: bool) -> Any:
         """Next item; a tick when the current batch falls due first; the sentinel when closed."""
-        _marker.active = True
         try:
             if self._closing.is_set():
                 try:
@@ -120,6 +135,7 @@ class BatchListener(logging.handlers.QueueListener):
                     record.ok = self._idle(True)
                 record.done.set()
             else:
+                self.taken += 1
                 envelope = self.prepare(record)
                 if envelope is None:
                     self._discard()

@@ -105,7 +105,6 @@ class Transport:
             )
             return False
         self._queue.put(item)
-        self.stats.add("enqueued")
         return True
 
     def _start(self) -> None:
@@ -268,6 +267,7 @@ class Transport:
             except queue.Empty:
                 break
             if not isinstance(item, FlushRequest) and item is not TICK:
+                self._listener.taken += 1
                 envelope = self._listener.prepare(item)
                 if envelope is not None:
                     left.append(envelope)
@@ -319,11 +319,22 @@ class Transport:
         """Messages waiting in the queue (not counting the batch being built or sent)."""
         return self._queue.qsize()
 
+    def enqueued(self) -> int:
+        """Messages accepted into the queue so far (counted without a lock on the calling
+        thread: those taken off it, plus those waiting)."""
+        return self._listener.taken + self._queue.qsize()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counts of :meth:`HtEvents.stats`."""
+        counts = self.stats.snapshot(self.queue_depth())
+        counts["enqueued"] = self.enqueued()
+        return counts
+
     def pending(self) -> int:
         """Messages accepted but not yet delivered or failed."""
         stats = self.stats
         settled = stats.get("sent") + stats.get("failed") + self._discarded
-        return stats.get("enqueued") - settled
+        return self.enqueued() - settled
 
     def failed_at_deadline(self) -> int:
         """Messages that failed because a close deadline came first."""
