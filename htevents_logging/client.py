@@ -107,6 +107,17 @@ class HtEvents:
         Raises ``ValueError``/``TypeError`` naming the bad field; the message is then counted
         as ``rejected`` and not queued.
         """
+        return self._submit(type, message, fields, callback, event_default, timestamp_default)
+
+    def _submit(
+        self,
+        type: str,
+        message: Optional[Mapping[str, Any]],
+        fields: Mapping[str, Any],
+        callback: Optional[Callback],
+        event_default: Optional[str] = None,
+        timestamp_default: Optional[Timestamp] = None,
+    ) -> Message:
         built, envelope = self.prepare(
             type,
             message,
@@ -191,7 +202,7 @@ class HtEvents:
         **fields: Unpack[MessageFields],
     ) -> Message:
         """Say who a user is and what they are like (``traits``)."""
-        return self.emit("identify", message, callback=callback, **fields)
+        return self._submit("identify", message, fields, callback)
 
     def track(
         self,
@@ -201,7 +212,7 @@ class HtEvents:
         **fields: Unpack[MessageFields],
     ) -> Message:
         """Record an action a user took (``event``, required) and its ``properties``."""
-        return self.emit("track", message, callback=callback, **fields)
+        return self._submit("track", message, fields, callback)
 
     def page(
         self,
@@ -211,7 +222,7 @@ class HtEvents:
         **fields: Unpack[MessageFields],
     ) -> Message:
         """Record a web page view (``name``, ``category``, ``properties``)."""
-        return self.emit("page", message, callback=callback, **fields)
+        return self._submit("page", message, fields, callback)
 
     def screen(
         self,
@@ -221,7 +232,7 @@ class HtEvents:
         **fields: Unpack[MessageFields],
     ) -> Message:
         """Record a mobile screen view (``name``, ``category``, ``properties``)."""
-        return self.emit("screen", message, callback=callback, **fields)
+        return self._submit("screen", message, fields, callback)
 
     def group(
         self,
@@ -231,7 +242,7 @@ class HtEvents:
         **fields: Unpack[MessageFields],
     ) -> Message:
         """Tie a user to a group or account (``group_id``, required) with its ``traits``."""
-        return self.emit("group", message, callback=callback, **fields)
+        return self._submit("group", message, fields, callback)
 
     def alias(
         self,
@@ -241,7 +252,7 @@ class HtEvents:
         **fields: Unpack[MessageFields],
     ) -> Message:
         """Merge two identities: ``previous_id`` becomes ``user_id`` (both required)."""
-        return self.emit("alias", message, callback=callback, **fields)
+        return self._submit("alias", message, fields, callback)
 
     # -- lifecycle ----------------------------------------------------------------------------
 

@@ -77,9 +77,25 @@ def _default(value: Any) -> Any:
     return repr(value)
 
 
-_fast = json.JSONEncoder(
+_fallback = json.JSONEncoder(
     separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default
 )
+# The C encoder behind json.dumps, made once: JSONEncoder.encode builds a new one per call.
+# No cycle check (markers=None): a cycle ends in RecursionError, and the slow path takes over.
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_c_encode: Any = (
+    _c_make_encoder(
+        None, _default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+    if _c_make_encoder is not None
+    else None
+)
+
+
+def _encode_fast(value: Any) -> str:
+    if _c_encode is not None and isinstance(value, dict):
+        return "".join(_c_encode(value, 0))
+    return _fallback.encode(value)
 
 
 def _key(key: Any) -> str:
@@ -122,9 +138,9 @@ def dumps(value: Any) -> bytes:
     Strings with lone surrogates (which UTF-8 cannot carry) are sent as ``\\uXXXX`` escapes.
     """
     try:
-        text = _fast.encode(value)
+        text = _encode_fast(value)
     except (TypeError, ValueError, RecursionError):
-        text = _fast.encode(to_jsonable(value))
+        text = _fallback.encode(to_jsonable(value))
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:

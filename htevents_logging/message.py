@@ -134,6 +134,10 @@ def _out_of_range(value: object) -> ValueError:
     return ValueError(f"timestamp {value!r} is out of range (years 1 to 9999, UTC)")
 
 
+# The fields each type takes, the common ones included.
+_ALLOWED: dict[str, frozenset[str]] = {t: _COMMON | f for t, f in _TYPE_FIELDS.items()}
+
+
 def format_timestamp(value: Timestamp) -> str:
     """Format a time as the wire wants it: UTC, milliseconds, ``Z``.
 
@@ -196,6 +200,8 @@ def _identifier(type_: str, field: str, value: Any) -> Optional[str]:
 
 
 def _mapping(type_: str, field: str, value: Any) -> dict[str, Any]:
+    if type(value) is dict:
+        return value.copy()
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -217,26 +223,33 @@ def _gather(
     """Merge the mapping form and the keyword form into camelCase, refusing contradictions."""
     if message is not None and not isinstance(message, Mapping):
         raise TypeError(f"{type_}: the message must be a mapping, not {type(message).__name__}")
-    allowed = _COMMON | _TYPE_FIELDS[type_]
+    allowed = _ALLOWED[type_]
     out: dict[str, Any] = {}
-    spelled: dict[str, str] = {}
-    for source in (message or {}, fields):
+    for source in (message, fields) if message else (fields,):
         for key, value in source.items():
-            if key == "type":
-                if value != type_:
-                    raise ValueError(f"type {value!r} given to {type_}()")
-                continue
-            canonical = _CANONICAL.get(key) if isinstance(key, str) else None
+            canonical = _CANONICAL.get(key)
             if canonical is None or canonical not in allowed:
+                if key == "type":
+                    if value != type_:
+                        raise ValueError(f"type {value!r} given to {type_}()")
+                    continue
                 expected = ", ".join(sorted(allowed))
                 raise ValueError(f"{type_}: unknown field {key!r}; {type_} takes {expected}")
             if canonical in out and out[canonical] != value:
+                first = next(
+                    (
+                        k
+                        for src in (message or {}, fields)
+                        for k in src
+                        if _CANONICAL.get(k) == canonical
+                    ),
+                    canonical,
+                )
                 raise ValueError(
                     f"{type_}: {canonical} given twice with different values "
-                    f"({spelled[canonical]}={out[canonical]!r} and {key}={value!r})"
+                    f"({first}={out[canonical]!r} and {key}={value!r})"
                 )
             out[canonical] = value
-            spelled[canonical] = key
     return out
 
 

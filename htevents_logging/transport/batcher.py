@@ -20,9 +20,9 @@ class Batcher:
     """
 
     def __init__(self, max_events: int, max_bytes: int, interval: float, envelope_bytes: int):
-        self._max_events = max_events
+        self.max_events = max_events
+        self.interval = interval
         self._max_bytes = max_bytes
-        self._interval = interval
         self._envelope_bytes = envelope_bytes
         self._items: list[Envelope] = []
         self._bytes = envelope_bytes
@@ -39,10 +39,10 @@ class Batcher:
             ready.append(self.take())
             size = len(envelope.data)
         if not self._items:
-            self._deadline = time.monotonic() + self._interval
+            self._deadline = time.monotonic() + self.interval
         self._items.append(envelope)
         self._bytes += size
-        if len(self._items) >= self._max_events:
+        if len(self._items) >= self.max_events:
             ready.append(self.take())
         return ready
 

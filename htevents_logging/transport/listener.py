@@ -18,6 +18,11 @@ __all__ = ["TICK", "BatchListener", "is_transport_thread"]
 #: Put on the queue to wake the thread without asking anything of it.
 TICK = object()
 
+#: Seconds the thread lets a burst of messages gather before it starts a batch (GIL-free, cut
+#: short by flush and close), so a service logging in a burst is not interleaved with the
+#: thread's work message by message. Far below ``flush_interval``, so delivery is no later.
+LINGER = 0.05
+
 # The idents of the running transport threads (a set lookup is the cheapest check a logging
 # call can make). Forgotten in a forked child, where those threads do not exist.
 _transport_threads: set[int] = set()
@@ -52,12 +57,15 @@ class BatchListener(logging.handlers.QueueListener):
         export: Callable[[Sequence[Envelope]], None],
         closing: threading.Event,
         discard: Callable[[], None],
+        hurry: Optional[threading.Event] = None,
         idle: Optional[Callable[[bool], bool]] = None,
         idle_time_left: Optional[Callable[[], Optional[float]]] = None,
     ) -> None:
         super().__init__(queue)
         self._queue = queue
         self._discard = discard
+        self._hurry = hurry or threading.Event()
+        self._linger = min(LINGER, batcher.interval)
         self._idle = idle
         self._idle_time_left = idle_time_left
         #: Messages taken off the queue so far (written by this thread only).
@@ -101,9 +109,17 @@ class BatchListener(logging.handlers.QueueListener):
                     return self._queue.get_nowait()
                 except queue.Empty:
                     return TICK if len(self._batcher) else _SENTINEL
-            return self._queue.get(block, self._time_left())
+            item = self._queue.get(block, self._time_left())
         except queue.Empty:
             return TICK
+        if (
+            item is not TICK
+            and not isinstance(item, FlushRequest)
+            and not len(self._batcher)
+            and self._queue.qsize() < self._batcher.max_events
+        ):
+            self._hurry.wait(self._linger)  # a burst gathers while we wait without the GIL
+        return item
 
     def _time_left(self) -> Optional[float]:
         left = self._batcher.time_left()
@@ -130,6 +146,7 @@ class BatchListener(logging.handlers.QueueListener):
                 if self._idle is not None:
                     self._idle(False)
             elif isinstance(record, FlushRequest):
+                self._hurry.clear()
                 self._send_pending()
                 if self._idle is not None:
                     record.ok = self._idle(True)

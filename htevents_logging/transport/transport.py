@@ -57,6 +57,7 @@ class Transport:
     def _setup(self) -> None:
         settings = self.settings
         self._closing = threading.Event()
+        self._hurry = threading.Event()  # flush() and close(): stop lingering
         self._closed = False
         self._deadline: Optional[float] = None
         # A SimpleQueue is several times cheaper to put to than a queue.Queue; its bound is
@@ -76,6 +77,7 @@ class Transport:
             self._export,
             self._closing,
             self._discard,
+            hurry=self._hurry,
             idle=self._drain_spool if self._spool is not None else None,
             idle_time_left=self._spool_time_left if self._spool is not None else None,
         )
@@ -357,6 +359,7 @@ class Transport:
             return self.pending() <= 0 and not self.kept_in_spool()
         request = FlushRequest()
         self._queue.put(request)
+        self._hurry.set()
         if holds_logging_lock():
             return False
         return request.done.wait(max(0.0, deadline - time.monotonic())) and request.ok
@@ -375,6 +378,7 @@ class Transport:
             self._closed = True
             self._deadline = deadline
             self._closing.set()
+            self._hurry.set()
             if self._started:
                 self._queue.put(TICK)  # wake the thread if it waits for work
         if not self._started:
