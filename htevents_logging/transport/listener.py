@@ -6,6 +6,7 @@ import logging.handlers
 import os
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
@@ -18,10 +19,13 @@ __all__ = ["TICK", "BatchListener", "is_transport_thread"]
 #: Put on the queue to wake the thread without asking anything of it.
 TICK = object()
 
-#: Seconds the thread lets a burst of messages gather before it starts a batch (GIL-free, cut
-#: short by flush and close), so a service logging in a burst is not interleaved with the
-#: thread's work message by message. Far below ``flush_interval``, so delivery is no later.
-LINGER = 0.05
+#: While messages keep arriving, the thread lets them gather, in steps of this many seconds
+#: (GIL-free, cut short by flush and close), before it builds and sends them: a service logging
+#: in a burst is not interleaved with the thread's work message by message, and the work then
+#: goes in large batches. It stops lingering once arrivals pause, after ``MAX_LINGER`` seconds
+#: (and never past ``flush_interval``), or when the queue holds a quarter of its bound.
+LINGER = 0.02
+MAX_LINGER = 0.5
 
 # The idents of the running transport threads (a set lookup is the cheapest check a logging
 # call can make). Forgotten in a forked child, where those threads do not exist.
@@ -58,6 +62,7 @@ class BatchListener(logging.handlers.QueueListener):
         closing: threading.Event,
         discard: Callable[[], None],
         hurry: Optional[threading.Event] = None,
+        max_backlog: int = 0,
         idle: Optional[Callable[[bool], bool]] = None,
         idle_time_left: Optional[Callable[[], Optional[float]]] = None,
     ) -> None:
@@ -66,6 +71,8 @@ class BatchListener(logging.handlers.QueueListener):
         self._discard = discard
         self._hurry = hurry or threading.Event()
         self._linger = min(LINGER, batcher.interval)
+        self._max_linger = min(MAX_LINGER, batcher.interval)
+        self._max_backlog = max(batcher.max_events, max_backlog)
         self._idle = idle
         self._idle_time_left = idle_time_left
         #: Messages taken off the queue so far (written by this thread only).
@@ -118,8 +125,21 @@ class BatchListener(logging.handlers.QueueListener):
             and not len(self._batcher)
             and self._queue.qsize() < self._batcher.max_events
         ):
-            self._hurry.wait(self._linger)  # a burst gathers while we wait without the GIL
+            self._linger_while_busy()
         return item
+
+    def _linger_while_busy(self) -> None:
+        """Let a burst gather (see ``LINGER``), waiting without the GIL."""
+        started = time.monotonic()
+        queued = self._queue.qsize()
+        while not self._hurry.wait(self._linger):
+            before, queued = queued, self._queue.qsize()
+            if (
+                queued == before
+                or queued >= self._max_backlog
+                or time.monotonic() - started >= self._max_linger
+            ):
+                return
 
     def _time_left(self) -> Optional[float]:
         left = self._batcher.time_left()

@@ -78,6 +78,7 @@ class Transport:
             self._closing,
             self._discard,
             hurry=self._hurry,
+            max_backlog=settings.max_queue_size // 4,
             idle=self._drain_spool if self._spool is not None else None,
             idle_time_left=self._spool_time_left if self._spool is not None else None,
         )
