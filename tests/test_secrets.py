@@ -1,0 +1,55 @@
+"""The write key is never shown in full: not in logs, debug output, errors, reprs or `collect`.
+
+(conftest.py also fails any test whose captured output shows the key, across the suite.)
+"""
+
+from __future__ import annotations
+
+import logging
+
+from conftest import TEST_WRITE_KEY
+from helpers import Outcomes
+
+from htevents_logging import HtEvents, HtEventsHandler, HtEventsProcessor
+from htevents_logging.collector import Drop, Reply
+
+
+def test_debug_output_errors_and_reprs_never_show_the_key(collector, capfd, caplog):
+    outcomes = Outcomes()
+    echoed = f'{{"error": "bad key {TEST_WRITE_KEY}"}}'  # a server that echoes the key back
+    collector.script(Reply(500), Drop(), Reply(401, body=echoed))
+    with caplog.at_level(logging.DEBUG):
+        client = HtEvents(
+            TEST_WRITE_KEY, host=collector.url, debug=True, retry_backoff=0.01, max_retries=3
+        )
+        handler = HtEventsHandler(client=client)
+        processor = HtEventsProcessor(client=client)
+        client.track(user_id="u", event="x", callback=outcomes)
+        assert client.flush(5)
+        texts = [
+            repr(client),
+            repr(client.settings),
+            repr(handler),
+            repr(processor),
+            repr(collector),
+            str(client.stats()),
+            *(str(error) for error in outcomes.errors),
+            *(repr(error) for error in outcomes.errors),
+            *(r.getMessage() for r in caplog.records),
+        ]
+        client.close(1)
+    out, err = capfd.readouterr()
+    assert "attempt 1 failed" in err  # debug=True printed the retries to stderr...
+    assert outcomes.errors[0].status == 401
+    for text in [*texts, out, err]:
+        assert TEST_WRITE_KEY not in text  # ...and never the key
+    assert any("test…" in text for text in texts)
+
+
+def test_a_missing_or_bad_setting_error_never_shows_the_key():
+    try:
+        HtEvents(TEST_WRITE_KEY, host="not-a-url")
+    except ValueError as error:
+        assert TEST_WRITE_KEY not in str(error)
+    else:
+        raise AssertionError("a bad host must be refused")
