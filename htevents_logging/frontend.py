@@ -57,8 +57,15 @@ def make_client(
     client: Optional[HtEvents],
     write_key: Optional[str],
     settings: ClientSettings,
+    payload_key: str,
 ) -> tuple[HtEvents, bool]:
-    """The client a front-end sends through, and whether the front-end owns (closes) it."""
+    """The client a front-end sends through, and whether the front-end owns (closes) it.
+
+    Also checks the front-end's ``payload_key``, so both front-ends refuse the same mistakes
+    with the same words.
+    """
+    if not isinstance(payload_key, str) or not payload_key:
+        raise TypeError(f"{front_end}: payload_key must be a non-empty str, got {payload_key!r}")
     if client is None:
         return HtEvents(write_key, **settings), True
     if write_key is not None or settings:

@@ -98,11 +98,9 @@ class HtEventsHandler(logging.Handler):
         write_key: Optional[str] = None,
         **settings: Unpack[ClientSettings],
     ) -> None:
-        if not isinstance(payload_key, str) or not payload_key:
-            raise TypeError(
-                f"HtEventsHandler: payload_key must be a non-empty str, got {payload_key!r}"
-            )
-        self.client, self._owns_client = make_client("HtEventsHandler", client, write_key, settings)
+        self.client, self._owns_client = make_client(
+            "HtEventsHandler", client, write_key, settings, payload_key
+        )
         super().__init__(level)
         #: The record attribute that makes a record an event.
         self.payload_key = payload_key

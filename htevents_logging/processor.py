@@ -70,12 +70,8 @@ class HtEventsProcessor:
         write_key: Optional[str] = None,
         **settings: Unpack[ClientSettings],
     ) -> None:
-        if not isinstance(payload_key, str) or not payload_key:
-            raise TypeError(
-                f"HtEventsProcessor: payload_key must be a non-empty str, got {payload_key!r}"
-            )
         self.client, self._owns_client = make_client(
-            "HtEventsProcessor", client, write_key, settings
+            "HtEventsProcessor", client, write_key, settings, payload_key
         )
         #: The event-dict key that carries an event.
         self.payload_key = payload_key

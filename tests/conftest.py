@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any, Callable, TypeVar
 
 import pytest
 
 from htevents_logging.collector import Collector
+
+Closeable = TypeVar("Closeable")
 
 #: The write key every test collector requires (the same one the wire captures were made with).
 TEST_WRITE_KEY = "test-write-key"
@@ -21,6 +24,24 @@ def collector() -> Iterator[Collector]:
     """
     with Collector(write_key=TEST_WRITE_KEY) as running:
         yield running
+
+
+@pytest.fixture
+def closing() -> Iterator[Callable[[Closeable], Closeable]]:
+    """Register what a test makes (clients, handlers, processors) to be closed after it.
+
+    Transports are shared process-wide by settings, so anything left open would keep its
+    thread, and its queue, into the next test.
+    """
+    made: list[Any] = []
+
+    def register(thing: Closeable) -> Closeable:
+        made.append(thing)
+        return thing
+
+    yield register
+    for thing in reversed(made):
+        thing.close()
 
 
 @pytest.hookimpl(hookwrapper=True)

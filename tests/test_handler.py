@@ -64,18 +64,9 @@ def logging_state() -> Iterator[None]:
 
 
 @pytest.fixture
-def make_handler() -> Iterator[Callable[..., HtEventsHandler]]:
+def make_handler(closing: Callable[[Any], Any]) -> Callable[..., HtEventsHandler]:
     """Build handlers that are closed after the test (transports are shared process-wide)."""
-    made: list[HtEventsHandler] = []
-
-    def make(**kwargs: Any) -> HtEventsHandler:
-        handler = HtEventsHandler(**kwargs)
-        made.append(handler)
-        return handler
-
-    yield make
-    for handler in made:
-        handler.close()
+    return lambda **kwargs: closing(HtEventsHandler(**kwargs))
 
 
 @pytest.fixture

@@ -42,18 +42,9 @@ def _fresh_structlog_and_warnings() -> Iterator[None]:
 
 
 @pytest.fixture
-def make_processor() -> Iterator[Callable[..., HtEventsProcessor]]:
+def make_processor(closing: Callable[[Any], Any]) -> Callable[..., HtEventsProcessor]:
     """Build processors that are closed after the test (transports are shared process-wide)."""
-    made: list[HtEventsProcessor] = []
-
-    def make(**kwargs: Any) -> HtEventsProcessor:
-        processor = HtEventsProcessor(**kwargs)
-        made.append(processor)
-        return processor
-
-    yield make
-    for processor in made:
-        processor.close()
+    return lambda **kwargs: closing(HtEventsProcessor(**kwargs))
 
 
 @pytest.fixture

@@ -21,9 +21,8 @@ from htevents_logging.transport.sender import is_retryable_status, parse_retry_a
 
 
 @pytest.fixture
-def make_client(collector):
+def make_client(collector, closing):
     """Clients aimed at the test's collector, with fast retries; all closed after the test."""
-    made: list[HtEvents] = []
 
     def make(**overrides) -> HtEvents:
         settings = {
@@ -31,15 +30,12 @@ def make_client(collector):
             "flush_interval": 0.05,
             "retry_backoff": 0.01,
             "http_request_timeout": 2.0,
+            "shutdown_timeout": 1.0,
             **overrides,
         }
-        client = HtEvents(TEST_WRITE_KEY, **settings)
-        made.append(client)
-        return client
+        return closing(HtEvents(TEST_WRITE_KEY, **settings))
 
-    yield make
-    for client in made:
-        client.close(timeout=1.0)
+    return make
 
 
 def batch_sizes(collector) -> list[int]:
