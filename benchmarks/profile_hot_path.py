@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import logging
 import pstats
 import sys
 import time
 from typing import Callable, Optional
 
 import netguard
+from percall import _event_loop, _logger
 from procs import BENCH_DIR, ServerProcess
 from sdks import WRITE_KEY
 
@@ -33,20 +33,7 @@ def _case_a(url: str) -> tuple[Callable[[int], None], Callable[[], None]]:
     from htevents_logging.handler import HtEventsHandler
 
     handler = HtEventsHandler(write_key=WRITE_KEY, host=url)
-    logger = logging.getLogger("bench.profile")
-    logger.handlers[:] = [handler]
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-
-    def loop(n: int) -> None:
-        info = logger.info
-        for _ in range(n):
-            info(
-                "Order completed",
-                extra={"htevent": {"userId": "123", "properties": {"total": 29.99}}},
-            )
-
-    return loop, handler.close
+    return _event_loop(_logger("profile", handler)), handler.close
 
 
 def _case_c(url: str) -> tuple[Callable[[int], None], Callable[[], None]]:
