@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from .envelope import Envelope, FlushRequest, Queueable, messages_of
 from .listener import TICK, BatchListener
 from .sender import Sender
 from .spool import Spool
+from .spooled import SpooledDelivery
 from .stats import Stats
 
 __all__ = ["Transport"]
@@ -39,7 +39,6 @@ class Transport:
         self.stats = Stats()
         self._start_lock = threading.Lock()
         self._spool: Optional[Spool] = None
-        self._spool_retry_at: Optional[float] = None  # when to try the spool again
         if settings.spool_path is not None:
             # A lease must outlast the longest send of a batch (every attempt and backoff).
             attempts = settings.max_retries + 1
@@ -50,8 +49,7 @@ class Transport:
                 lease_seconds=max(60.0, longest + 10.0),
             )
         self._setup()
-        if self._spool is not None and self._spool.count():
-            self._spool_retry_at = time.monotonic()  # what an earlier process kept goes first
+        if self._spooled is not None and self._spooled.has_work:
             self._start()
 
     def _setup(self) -> None:
@@ -65,6 +63,11 @@ class Transport:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._discarded = 0  # drafts the listener rejected (written by the listener only)
         self._sender = Sender(settings, self.stats, self._closing)
+        self._spooled: Optional[SpooledDelivery] = None
+        if self._spool is not None:
+            self._spooled = SpooledDelivery(
+                settings, self._spool, self._sender, self.stats, self._settle, self._get_deadline
+            )
         self._batcher = Batcher(
             settings.max_events_in_batch,
             MAX_BATCH_BYTES,
@@ -79,12 +82,9 @@ class Transport:
             self._discard,
             hurry=self._hurry,
             max_backlog=settings.max_queue_size // 4,
-            idle=self._drain_spool if self._spool is not None else None,
-            idle_time_left=self._spool_time_left if self._spool is not None else None,
+            idle=self._drain_spool if self._spooled is not None else None,
+            idle_time_left=self._spooled.time_left if self._spooled is not None else None,
         )
-        # Spooled envelopes someone is to be told about, by their bytes (rows carry no more).
-        self._awaiting: dict[bytes, Envelope] = {}
-        self._spool_retry_at = None
         self._started = False
         self._abandoned = False
         self._settle_lock = threading.Lock()
@@ -136,7 +136,7 @@ class Transport:
     # -- the listener thread --------------------------------------------------------------
 
     def _export(self, batch: Sequence[Envelope]) -> None:
-        if self._spool is not None and self._keep(batch):
+        if self._spooled is not None and self._spooled.keep(batch):
             self._drain_spool(False)
             return
         self._send(batch)
@@ -151,102 +151,16 @@ class Transport:
             self._in_flight = None
         self._settle(batch, error)
 
-    # -- the spool (with spool_path): every batch is stored, then sent, then deleted ----------
-
-    def _keep(self, batch: Sequence[Envelope]) -> bool:
-        """Store a batch in the spool; False (the batch is then sent as is) if that fails."""
-        assert self._spool is not None
-        try:
-            evicted = self._spool.append([envelope.data for envelope in batch])
-        except sqlite3.Error as spool_error:
-            warn_limited(
-                "spool-error",
-                "htevents-logging: the spool failed (%s); sending directly",
-                spool_error,
-            )
-            return False
-        for envelope in batch:
-            if envelope.callback is not None or envelope.on_error is not None:
-                self._awaiting[envelope.data] = envelope
-        if evicted:
-            self.stats.add("dropped", evicted, reason="spool_full")
-            warn_limited(
-                "dropped:spool_full",
-                "htevents-logging: the spool is full (spool_max_bytes=%d): dropped the %d "
-                "oldest message(s) it kept",
-                self.settings.spool_max_bytes,
-                evicted,
-            )
-        return True
-
-    def _spool_time_left(self) -> Optional[float]:
-        if self._spool_retry_at is None:
-            return None
-        return max(0.0, self._spool_retry_at - time.monotonic())
-
     def _drain_spool(self, flushing: bool) -> bool:
-        """Send what the spool holds, oldest first; True when it is empty.
+        assert self._spooled is not None
+        return self._spooled.drain(flushing or self._closing.is_set())
 
-        After a failure that may pass (the server is down, or closing ran out of time) the
-        rows are released, not failed: they stay for the next try, ``flush_interval`` later,
-        or for the next process with the same ``spool_path``.
-        """
-        spool = self._spool
-        assert spool is not None
-        if flushing or self._closing.is_set():
-            self._spool_retry_at = None
-        if self._spool_retry_at is not None and time.monotonic() < self._spool_retry_at:
-            return False
-        self._spool_retry_at = None
-        envelope_bytes = self._sender.envelope_bytes()
-        while True:
-            try:
-                rows = spool.claim(
-                    self.settings.max_events_in_batch,
-                    MAX_BATCH_BYTES,
-                    envelope_bytes=envelope_bytes,
-                )
-            except sqlite3.Error as spool_error:
-                warn_limited("spool-error", "htevents-logging: the spool failed (%s)", spool_error)
-                return False
-            if not rows:
-                if spool.count():  # held by another process: look again later
-                    self._spool_retry_at = time.monotonic() + self.settings.flush_interval
-                    return False
-                return True
-            batch = [self._awaiting.pop(row.data, Envelope(row.data)) for row in rows]
-            error = self._sender.send(batch, self._deadline)
-            ids = [row.row_id for row in rows]
-            try:
-                if error is not None and error.reason in ("retries_exhausted", "shutdown_timeout"):
-                    spool.release(ids)
-                else:
-                    spool.delete(ids)
-            except sqlite3.Error as spool_error:
-                warn_limited("spool-error", "htevents-logging: the spool failed (%s)", spool_error)
-            if error is not None and error.reason in ("retries_exhausted", "shutdown_timeout"):
-                for envelope in batch:
-                    if envelope.callback is not None or envelope.on_error is not None:
-                        self._awaiting[envelope.data] = envelope
-                self._spool_retry_at = time.monotonic() + self.settings.flush_interval
-                warn_limited(
-                    "spool-kept",
-                    "htevents-logging: %s; the messages are kept in the spool and retried "
-                    "every flush_interval (%gs)",
-                    error,
-                    self.settings.flush_interval,
-                )
-                return False
-            self._settle(batch, error)
+    def _get_deadline(self) -> Optional[float]:
+        return self._deadline
 
     def kept_in_spool(self) -> int:
         """Messages the spool holds (from every process that shares it)."""
-        if self._spool is None:
-            return 0
-        try:
-            return self._spool.count()
-        except sqlite3.Error:
-            return 0
+        return self._spooled.kept() if self._spooled is not None else 0
 
     def _settle(self, batch: Sequence[Envelope], error: Optional[DeliveryError]) -> None:
         if error is None:
@@ -274,7 +188,7 @@ class Transport:
                 envelope = self._listener.prepare(item)
                 if envelope is not None:
                     left.append(envelope)
-        if left and self._spool is not None and self._keep(left):
+        if left and self._spooled is not None and self._spooled.keep(left):
             return  # kept for a later process, not failed
         if left:
             self._settle(

@@ -1,0 +1,145 @@
+"""Sending through the spool (``spool_path``): store each batch, send, then delete.
+
+The transport hands every batch it cuts to :class:`SpooledDelivery`. A batch is stored first
+(durable from then on), then the spool is drained oldest first: rows are claimed, sent, and
+deleted once delivered or refused for good. A failure that may pass (the server is down, or a
+close deadline came first) releases the rows instead: they stay for the next try, one
+``flush_interval`` later, or for the next process with the same ``spool_path``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Callable, Optional
+
+from .._log import warn_limited
+from ..encoding import MAX_BATCH_BYTES
+from ..errors import DeliveryError
+from ..settings import Settings
+from .envelope import Envelope
+from .sender import Sender
+from .spool import Spool
+from .stats import Stats
+
+__all__ = ["KEPT_REASONS", "SpooledDelivery"]
+
+#: Failures after which the spool keeps a batch rather than failing it.
+KEPT_REASONS = frozenset({"retries_exhausted", "shutdown_timeout"})
+
+
+def _spool_failed(error: sqlite3.Error, what: str = "") -> None:
+    warn_limited("spool-error", "htevents-logging: the spool failed (%s)%s", error, what)
+
+
+class SpooledDelivery:
+    """Stores batches in the spool and drains it through the sender (on the transport thread)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        spool: Spool,
+        sender: Sender,
+        stats: Stats,
+        settle: Callable[[Sequence[Envelope], Optional[DeliveryError]], None],
+        deadline: Callable[[], Optional[float]],
+    ) -> None:
+        self._settings = settings
+        self._spool = spool
+        self._sender = sender
+        self._stats = stats
+        self._settle = settle
+        self._deadline = deadline
+        # Stored envelopes someone is to be told about, by their bytes (rows carry no more).
+        self._awaiting: dict[bytes, Envelope] = {}
+        self._retry_at: Optional[float] = None
+        if spool.count():
+            self._retry_at = time.monotonic()  # what an earlier process kept goes first
+
+    @property
+    def has_work(self) -> bool:
+        """True when a drain is scheduled (the transport then starts its thread at once)."""
+        return self._retry_at is not None
+
+    def keep(self, batch: Sequence[Envelope]) -> bool:
+        """Store a batch; False (send it as is) if the spool failed."""
+        try:
+            evicted = self._spool.append([envelope.data for envelope in batch])
+        except sqlite3.Error as error:
+            _spool_failed(error, "; sending directly")
+            return False
+        self._remember(batch)
+        if evicted:
+            self._stats.add("dropped", evicted, reason="spool_full")
+            warn_limited(
+                "dropped:spool_full",
+                "htevents-logging: the spool is full (spool_max_bytes=%d): dropped the %d "
+                "oldest message(s) it kept",
+                self._settings.spool_max_bytes,
+                evicted,
+            )
+        return True
+
+    def _remember(self, batch: Sequence[Envelope]) -> None:
+        for envelope in batch:
+            if envelope.callback is not None or envelope.on_error is not None:
+                self._awaiting[envelope.data] = envelope
+
+    def time_left(self) -> Optional[float]:
+        """Seconds until the next drain is due, or ``None`` when none is scheduled."""
+        if self._retry_at is None:
+            return None
+        return max(0.0, self._retry_at - time.monotonic())
+
+    def drain(self, now: bool) -> bool:
+        """Send what the spool holds, oldest first, if a drain is due (or ``now``); True when
+        nothing is left."""
+        if not now and self._retry_at is not None and time.monotonic() < self._retry_at:
+            return False
+        self._retry_at = None
+        settings = self._settings
+        envelope_bytes = self._sender.envelope_bytes()
+        while True:
+            try:
+                rows = self._spool.claim(
+                    settings.max_events_in_batch, MAX_BATCH_BYTES, envelope_bytes=envelope_bytes
+                )
+                if not rows and self._spool.count():  # held by another process
+                    self._retry_at = time.monotonic() + settings.flush_interval
+                    return False
+            except sqlite3.Error as spool_error:
+                _spool_failed(spool_error)
+                return False
+            if not rows:
+                return True
+            batch = [self._awaiting.pop(row.data, Envelope(row.data)) for row in rows]
+            error = self._sender.send(batch, self._deadline())
+            kept = error is not None and error.reason in KEPT_REASONS
+            ids = [row.row_id for row in rows]
+            try:
+                if kept:
+                    self._spool.release(ids)
+                else:
+                    self._spool.delete(ids)
+            except sqlite3.Error as spool_error:
+                _spool_failed(spool_error)
+            if kept:
+                self._remember(batch)
+                self._retry_at = time.monotonic() + settings.flush_interval
+                warn_limited(
+                    "spool-kept",
+                    "htevents-logging: %s; the messages are kept in the spool and retried "
+                    "every flush_interval (%gs)",
+                    error,
+                    settings.flush_interval,
+                )
+                return False
+            self._settle(batch, error)
+
+    def kept(self) -> int:
+        """Messages the spool holds (from every process that shares it)."""
+        try:
+            return self._spool.count()
+        except sqlite3.Error:
+            return 0
