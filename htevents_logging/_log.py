@@ -9,7 +9,15 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["enable_debug_output", "holds_logging_lock", "log", "logger", "warn_limited"]
+__all__ = [
+    "DebugOutput",
+    "disable_debug_output",
+    "enable_debug_output",
+    "holds_logging_lock",
+    "log",
+    "logger",
+    "warn_limited",
+]
 
 #: Everything the package says goes through this logger (and its children), which the logging
 #: front-ends never turn into events.
@@ -85,11 +93,32 @@ def reset_warning_limits() -> None:
         _last.clear()
 
 
+class DebugOutput(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of each record, not the one it was
+    created with (test runners and daemons replace it, and may close the old one)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("htevents-logging %(levelname)s %(message)s"))
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # always the current sys.stderr
+
+
 def enable_debug_output() -> None:
     """Send the package's DEBUG output to stderr: what ``debug=True`` turns on."""
-    if not any(getattr(h, "_htevents_debug", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("htevents-logging %(levelname)s %(message)s"))
-        handler._htevents_debug = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
+    if not any(isinstance(h, DebugOutput) for h in logger.handlers):
+        logger.addHandler(DebugOutput())
     logger.setLevel(logging.DEBUG)
+
+
+def disable_debug_output() -> None:
+    """Undo :func:`enable_debug_output`."""
+    for handler in [h for h in logger.handlers if isinstance(h, DebugOutput)]:
+        logger.removeHandler(handler)
+    logger.setLevel(logging.NOTSET)

@@ -7,11 +7,19 @@ from __future__ import annotations
 
 import logging
 
+import pytest
 from conftest import TEST_WRITE_KEY
 from helpers import Outcomes
 
 from htevents_logging import HtEvents, HtEventsHandler, HtEventsProcessor
+from htevents_logging._log import disable_debug_output
 from htevents_logging.collector import Drop, Reply
+
+
+@pytest.fixture(autouse=True)
+def _no_debug_output_after_the_test():
+    yield
+    disable_debug_output()
 
 
 def test_debug_output_errors_and_reprs_never_show_the_key(collector, capfd, caplog):
@@ -53,3 +61,21 @@ def test_a_missing_or_bad_setting_error_never_shows_the_key():
         assert TEST_WRITE_KEY not in str(error)
     else:
         raise AssertionError("a bad host must be refused")
+
+
+def test_debug_output_follows_the_current_stderr(monkeypatch):
+    """Regression: debug=True bound the stderr of the moment; once a test runner (or a daemon)
+    replaced and closed it, every later package log line failed with 'I/O operation on closed
+    file'."""
+    import io
+
+    from htevents_logging._log import enable_debug_output, log
+
+    enable_debug_output()
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    log(logging.DEBUG, "one")
+    first.close()
+    monkeypatch.setattr("sys.stderr", second)
+    log(logging.DEBUG, "two")
+    assert "two" in second.getvalue()
