@@ -18,9 +18,11 @@ import argparse
 import collections
 import logging
 import random
+import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from htevents_logging import HtEventsHandler
 from htevents_logging.collector import Action, Collector, Drop, Hang, Reply
@@ -38,11 +40,14 @@ class Figures:
     duplicated: int
     requests: int
     elapsed: float
+    stats: dict[str, Any]
 
     def line(self) -> str:
         return (
             f"chaos: sent={self.sent} delivered={self.delivered} lost={self.lost} "
-            f"duplicated={self.duplicated} requests={self.requests} elapsed={self.elapsed:.1f}s"
+            f"duplicated={self.duplicated} requests={self.requests} elapsed={self.elapsed:.1f}s "
+            f"failed={self.stats['failed_by_reason']} dropped={self.stats['dropped_by_reason']} "
+            f"rejected={self.stats['rejected_by_reason']} sent_by_client={self.stats['sent']}"
         )
 
 
@@ -102,8 +107,13 @@ def run_chaos(
     for producer in producers:
         producer.start()
     half.wait()
-    first.stop()  # the outage: nothing listens
-    threading.Event().wait(outage)
+    first.stop()  # the outage: nothing listens...
+    with socket.socket() as placeholder:
+        # ...but the port stays ours: bound, not listening (connections are refused), so no
+        # other program's ephemeral port can take it and swallow a retry meanwhile.
+        placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        placeholder.bind(("127.0.0.1", port))
+        threading.Event().wait(outage)
     second = Collector(write_key=WRITE_KEY, port=port).start()
     second.script(*schedule(seed + 1, 60))
     collectors.append(second)
@@ -111,6 +121,7 @@ def run_chaos(
         producer.join()
     handler.client.flush(timeout)
     elapsed = time.monotonic() - start
+    stats = handler.client.stats()
     logger.removeHandler(handler)
     handler.close()
     logging.getLogger("htevents_logging").setLevel(logging.NOTSET)
@@ -125,6 +136,7 @@ def run_chaos(
         duplicated=sum(n - 1 for n in counts.values()),
         requests=sum(len(c.requests) for c in collectors),
         elapsed=elapsed,
+        stats=stats,
     )
 
 

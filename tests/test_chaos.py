@@ -17,6 +17,6 @@ def test_every_event_arrives_through_the_chaos_schedule_and_a_5s_outage(capsys):
     figures = run_chaos(events=2_000, threads=4, seed=7, outage=5.0, timeout=60)
     print(figures.line())
     assert figures.sent == 2_000
-    assert figures.lost == 0
+    assert figures.lost == 0, figures.line()
     assert figures.delivered == 2_000
     assert figures.requests > 40  # the failures really happened, and were retried
