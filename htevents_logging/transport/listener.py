@@ -109,7 +109,8 @@ class BatchListener(logging.handlers.QueueListener):
             _transport_threads.discard(ident)
 
     def dequeue(self, block: bool) -> Any:
-        """Next item; a tick when the current batch falls due first; the sentinel when closed."""
+        """Next item (letting a burst gather first, see ``LINGER``); a tick when the current
+        batch falls due first; the sentinel once closed and drained."""
         try:
             if self._closing.is_set():
                 try:
