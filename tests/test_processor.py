@@ -241,6 +241,23 @@ def stdlib_logger() -> Iterator[logging.Logger]:
     logger.propagate = True
 
 
+def through_stdlib(*processors: Any) -> None:
+    """structlog configured to hand its events to the stdlib ``logging`` module."""
+    structlog.configure(
+        processors=list(processors),
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+
+
+def order_completed_events() -> list[dict[str, Any]]:
+    """Log one event with structlog; return what every front-end together would send."""
+    with capture_events() as events:
+        structlog.get_logger("structlog.app").info("Order completed", htevent={"userId": "1"})
+    return events
+
+
 def test_rendering_through_processor_formatter_sends_each_event_once(make_processor, stdlib_logger):
     stream = io.StringIO()
     formatted = logging.StreamHandler(stream)
@@ -249,19 +266,13 @@ def test_rendering_through_processor_formatter_sends_each_event_once(make_proces
     )
     stdlib_logger.addHandler(formatted)
     stdlib_logger.addHandler(HtEventsHandler(disable=True))
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            make_processor(disable=True),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=False,
+    through_stdlib(
+        structlog.contextvars.merge_contextvars,
+        make_processor(disable=True),
+        structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
     )
 
-    with capture_events() as events:
-        structlog.get_logger("structlog.app").info("Order completed", htevent={"userId": "1"})
+    events = order_completed_events()
 
     assert [e["event"] for e in events] == ["Order completed"]
     assert json.loads(stream.getvalue()) == {"event": "Order completed"}
@@ -269,33 +280,17 @@ def test_rendering_through_processor_formatter_sends_each_event_once(make_proces
 
 def test_rendering_to_log_kwargs_sends_each_event_once(make_processor, stdlib_logger):
     stdlib_logger.addHandler(HtEventsHandler(disable=True))
-    structlog.configure(
-        processors=[make_processor(disable=True), structlog.stdlib.render_to_log_kwargs],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=False,
-    )
+    through_stdlib(make_processor(disable=True), structlog.stdlib.render_to_log_kwargs)
 
-    with capture_events() as events:
-        structlog.get_logger("structlog.app").info("Order completed", htevent={"userId": "1"})
-
-    assert [e["event"] for e in events] == ["Order completed"]
+    assert [e["event"] for e in order_completed_events()] == ["Order completed"]
 
 
 def test_without_the_processor_the_stdlib_handler_picks_the_payload_up(stdlib_logger):
     # render_to_log_kwargs turns the event dict into `extra`: the handler alone suffices.
     stdlib_logger.addHandler(HtEventsHandler(disable=True))
-    structlog.configure(
-        processors=[structlog.stdlib.render_to_log_kwargs],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=False,
-    )
+    through_stdlib(structlog.stdlib.render_to_log_kwargs)
 
-    with capture_events() as events:
-        structlog.get_logger("structlog.app").info("Order completed", htevent={"userId": "1"})
-
-    assert [e["event"] for e in events] == ["Order completed"]
+    assert [e["event"] for e in order_completed_events()] == ["Order completed"]
 
 
 # --------------------------------------------------------------------------------------------
