@@ -419,8 +419,9 @@ def test_four_processes_sharing_a_spool_claim_every_row_exactly_once(path, tmp_p
 # -- fork, threads, close ----------------------------------------------------------------------
 
 
-def fork_and_run(child) -> int:
-    """Run ``child()`` in a forked child; return its exit code (0 when it returned normally)."""
+def fork_and_run(child, while_child_runs=None) -> int:
+    """Run ``child()`` in a forked child, and ``while_child_runs()`` (if given) in the parent
+    meanwhile; return the child's exit code (0 when it returned normally)."""
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         code = 1
@@ -429,6 +430,8 @@ def fork_and_run(child) -> int:
             code = 0
         finally:
             os._exit(code)
+    if while_child_runs is not None:
+        while_child_runs()
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status
 
@@ -474,19 +477,12 @@ def test_a_forked_child_keeps_its_writes_when_the_parent_closes_first(path):
         assert os.read(to_child_r, 1) == b"1"
         spool.append([b"child, after the parent closed"])
 
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        code = 1
-        try:
-            child()
-            code = 0
-        finally:
-            os._exit(code)
-    assert os.read(from_child_r, 1) == b"1"
-    spool.close()
-    os.write(to_child_w, b"1")
-    _, status = os.waitpid(pid, 0)
-    assert status == 0
+    def parent() -> None:
+        assert os.read(from_child_r, 1) == b"1"
+        spool.close()
+        os.write(to_child_w, b"1")
+
+    assert fork_and_run(child, parent) == 0
     for fd in (to_child_r, to_child_w, from_child_r, from_child_w):
         os.close(fd)
 
