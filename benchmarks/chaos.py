@@ -1,10 +1,10 @@
 """Chaos: deliver events through a loopback server that fails on a schedule, and count.
 
-The schedule mixes 503s, 429s with ``Retry-After``, dropped connections, answers that hang past
-the client's timeout, and an outage during which nothing listens at all. The figures say how
-many events were sent, how many distinct messageIds arrived, how many were lost, and how many
-arrived more than once (the server dedupes on messageId, so duplicates are harmless, but they
-are counted).
+The schedule mixes 503s, 429s with ``Retry-After``, dropped connections, answers cut off
+mid-body, answers that hang past the client's timeout, and an outage during which nothing
+listens at all. The figures say how many events were sent, how many distinct messageIds
+arrived, how many were lost, and how many arrived more than once (the server dedupes on
+messageId, so duplicates are harmless, but they are counted).
 
     python benchmarks/chaos.py                 # the large run: 20,000 events, 10 s outage
     python benchmarks/chaos.py --events 2000 --outage 5
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from htevents_logging import HtEventsHandler
-from htevents_logging.collector import Action, Collector, Drop, Hang, Reply
+from htevents_logging.collector import Action, Collector, Cut, Drop, Hang, Reply
 
 WRITE_KEY = "chaos-write-key"
 
@@ -40,12 +40,14 @@ class Figures:
     duplicated: int
     requests: int
     elapsed: float
+    flushed: bool
     stats: dict[str, Any]
 
     def line(self) -> str:
         return (
             f"chaos: sent={self.sent} delivered={self.delivered} lost={self.lost} "
             f"duplicated={self.duplicated} requests={self.requests} elapsed={self.elapsed:.1f}s "
+            f"flushed={self.flushed} "
             f"failed={self.stats['failed_by_reason']} dropped={self.stats['dropped_by_reason']} "
             f"rejected={self.stats['rejected_by_reason']} sent_by_client={self.stats['sent']}"
         )
@@ -60,6 +62,7 @@ def schedule(seed: int, length: int) -> list[Action]:
         Reply(429, headers={"Retry-After": "0.2"}),
         Reply(503, headers={"Retry-After": "0"}),
         Drop(),
+        Cut(503),
         Hang(1.0),
     ]
     return [rng.choice(failures) if rng.random() < 0.5 else Reply(200) for _ in range(length)]
@@ -119,7 +122,7 @@ def run_chaos(
     collectors.append(second)
     for producer in producers:
         producer.join()
-    handler.client.flush(timeout)
+    flushed = handler.client.flush(timeout)
     elapsed = time.monotonic() - start
     stats = handler.client.stats()
     logger.removeHandler(handler)
@@ -136,6 +139,7 @@ def run_chaos(
         duplicated=sum(n - 1 for n in counts.values()),
         requests=sum(len(c.requests) for c in collectors),
         elapsed=elapsed,
+        flushed=flushed,
         stats=stats,
     )
 

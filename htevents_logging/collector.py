@@ -51,6 +51,7 @@ __all__ = [
     "MESSAGE_TYPES",
     "Action",
     "Collector",
+    "Cut",
     "Drop",
     "Hang",
     "ReceivedRequest",
@@ -123,8 +124,21 @@ class Drop:
     """
 
 
+@dataclass(frozen=True)
+class Cut:
+    """Start an answer, then close the connection before its body is complete.
+
+    The status line and headers arrive (with a ``Content-Length`` the body never reaches), as
+    when a proxy or a restarting server cuts a connection mid-answer. A client must still
+    decide by the status, and must not lose the batch while reading what is left of the body.
+    """
+
+    status: int = 503
+    body: bytes = b'{"error":"service unavailable"}'
+
+
 #: One scripted answer: see :meth:`Collector.script`.
-Action = Union[Reply, Hang, Drop]
+Action = Union[Reply, Hang, Drop, Cut]
 
 
 # --------------------------------------------------------------------------------------------
@@ -586,13 +600,14 @@ class Collector:
         """Queue how the next requests are answered, one action per request, first in first out.
 
         Once the queue is empty requests get the normal answer again. For example
-        ``collector.script(Reply(503), Hang(5), Drop())`` makes the next three requests fail
-        three different ways, and the fourth succeed.
+        ``collector.script(Reply(503), Hang(5), Drop(), Cut())`` makes the next four requests
+        fail four different ways, and the fifth succeed.
         """
         for action in actions:
-            if not isinstance(action, (Reply, Hang, Drop)):
+            if not isinstance(action, (Reply, Hang, Drop, Cut)):
                 raise TypeError(
-                    f"script() takes Reply(...), Hang(...) or Drop() instances, got {action!r}"
+                    "script() takes Reply(...), Hang(...), Drop() or Cut() instances, got "
+                    f"{action!r}"
                 )
         with self._cond:
             self._script.extend(actions)
@@ -664,10 +679,13 @@ class Collector:
         elif isinstance(action, Drop):
             accepted = False
             error = error or "scripted Drop(): connection closed without an answer"
+        elif isinstance(action, Cut):
+            accepted = False
+            error = error or f"scripted Cut({action.status}): answer cut off mid-body"
 
         if action is None:
             status = verdict.status
-        elif isinstance(action, Reply):
+        elif isinstance(action, (Reply, Cut)):
             status = action.status
         else:
             status = 0
@@ -700,6 +718,13 @@ class Collector:
             self._stopping.wait(action.seconds)
             handler.close_connection = True
         elif isinstance(action, Drop):
+            handler.close_connection = True
+        elif isinstance(action, Cut):
+            handler.send_response(action.status)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(action.body)))
+            handler.end_headers()
+            handler.wfile.write(action.body[: len(action.body) // 2])
             handler.close_connection = True
         elif verdict.error is None:
             handler.answer(verdict.status, b"{}", headers=verdict.headers)

@@ -27,7 +27,7 @@ import requests
 import htevents_logging
 from htevents_logging._redact import redact_write_key
 from htevents_logging.cli import DEFAULT_COLLECT_PORT, main
-from htevents_logging.collector import Collector, Drop, Hang, Reply, format_event
+from htevents_logging.collector import Collector, Cut, Drop, Hang, Reply, format_event
 
 WRITE_KEY = "test-write-key"  # what the `collector` fixture requires
 
@@ -438,6 +438,17 @@ def test_drop_closes_the_connection_without_an_answer(collector: Collector) -> N
         post(collector, batch(message()))
 
     assert collector.requests[0].status == 0
+    assert collector.events == []
+    assert post(collector, batch(message())).status_code == 200  # the next one is normal
+
+
+def test_cut_sends_the_status_then_closes_the_connection_mid_body(collector: Collector) -> None:
+    collector.script(Cut(503))
+
+    with pytest.raises(requests.exceptions.ChunkedEncodingError, match="IncompleteRead"):
+        post(collector, batch(message()))  # the headers arrived; the body came up short
+
+    assert collector.requests[0].status == 503
     assert collector.events == []
     assert post(collector, batch(message())).status_code == 200  # the next one is normal
 

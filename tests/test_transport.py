@@ -16,7 +16,7 @@ from conftest import TEST_WRITE_KEY
 from helpers import Outcomes, wait_until
 
 from htevents_logging import DeliveryError, HtEvents, MessageTooLargeError
-from htevents_logging.collector import Drop, Hang, Reply
+from htevents_logging.collector import Cut, Drop, Hang, Reply
 from htevents_logging.transport.sender import is_retryable_status, parse_retry_after
 
 
@@ -150,6 +150,21 @@ def test_any_2xx_is_success_and_is_not_retried(collector, make_client, status):
     assert client.stats()["sent"] == 1 and client.stats()["retries"] == 0
 
 
+def test_a_4xx_cut_off_mid_body_is_still_decided_by_its_status(collector, make_client):
+    # Regression: the body of an error answer was read outside the attempt's error handling, so
+    # a connection cut mid-body raised out of the sender and the batch vanished uncounted.
+    outcomes = Outcomes()
+    client = make_client()
+    collector.script(Cut(400))
+    client.track(user_id="u", event="x", callback=outcomes)
+    assert client.flush(5)
+    assert len(collector.requests) == 1  # a 400 is not retried, even without its body
+    [error] = outcomes.errors
+    assert isinstance(error, DeliveryError) and error.reason == "http_4xx"
+    assert "cut off" in str(error)
+    assert client.stats()["failed_by_reason"] == {"http_4xx": 1}
+
+
 @pytest.mark.parametrize(
     "reply",
     [
@@ -183,8 +198,18 @@ def test_other_4xx_and_501_505_fail_at_once_whatever_the_body(collector, make_cl
 
 @pytest.mark.parametrize(
     "failure",
-    [Reply(500), Reply(502), Reply(503), Reply(504), Reply(408), Reply(429), Drop(), Hang(5)],
-    ids=["500", "502", "503", "504", "408", "429", "dropped-connection", "hang"],
+    [
+        Reply(500),
+        Reply(502),
+        Reply(503),
+        Reply(504),
+        Reply(408),
+        Reply(429),
+        Drop(),
+        Hang(5),
+        Cut(503),
+    ],
+    ids=["500", "502", "503", "504", "408", "429", "dropped-connection", "hang", "503-cut-off"],
 )
 def test_transient_failures_are_retried_with_the_same_message_id(collector, make_client, failure):
     client = make_client(http_request_timeout=0.3)

@@ -57,6 +57,20 @@ def _now_text() -> bytes:
     ).encode()
 
 
+def _error_text(response: requests.Response) -> str:
+    """The start of an error answer's body, for the error message.
+
+    The adapter reads a body lazily, so reading it can still fail (the connection cut
+    mid-body): the status alone then decides, and the body is left out.
+    """
+    try:
+        return response.text[:200].strip()
+    except Exception:
+        return "(the body was cut off)"
+    finally:
+        response.close()
+
+
 class Sender:
     """Sends batches over one pooled ``requests.Session``, one at a time, retrying as WIRE.md says.
 
@@ -153,18 +167,17 @@ class Sender:
                 self._request.body = body
                 self._request.headers["Content-Length"] = str(len(body))
                 response = self._adapter.send(self._request, timeout=timeout)
-            except requests.RequestException as exc:
-                status = None
-                detail = self._clean(f"{type(exc).__name__}: {exc}")
-                retryable = True
-            else:
                 status = response.status_code
                 if 200 <= status < 300:
                     response.close()
                     log(logging.DEBUG, "delivered %d message(s) (HTTP %d)", count, status)
                     return None
-                text = response.text[:200].strip()
-                response.close()
+                text = _error_text(response)
+            except Exception as exc:  # a network error (or anything else): one failed attempt
+                status = None
+                detail = self._clean(f"{type(exc).__name__}: {exc}")
+                retryable = True
+            else:
                 detail = self._clean(f"HTTP {status}" + (f" {text!r}" if text else ""))
                 retryable = is_retryable_status(status)
                 if status in (429, 503):
