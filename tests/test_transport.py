@@ -286,6 +286,29 @@ def test_backoff_is_exponential_with_jitter(make_client):
 # -- outcomes --------------------------------------------------------------------------------
 
 
+def test_a_bug_while_sending_fails_the_batch_instead_of_losing_it(
+    collector, make_client, monkeypatch, caplog
+):
+    outcomes = Outcomes()
+    client = make_client()
+    sender = client._transport._sender
+
+    def broken_body(batch):
+        raise RuntimeError("a bug in building the body")
+
+    monkeypatch.setattr(sender, "body", broken_body)
+    client.track(user_id="u", event="x", callback=outcomes)
+    assert client.flush(5)
+    [error] = outcomes.errors
+    assert isinstance(error, DeliveryError) and error.reason == "internal_error"
+    assert "RuntimeError" in str(error)
+    assert client.stats()["failed_by_reason"] == {"internal_error": 1}
+    assert "a bug in building the body" in caplog.text  # the traceback is logged
+    monkeypatch.undo()
+    client.track(user_id="u", event="after")  # the thread lives on
+    assert client.flush(5) and [e["event"] for e in collector.events] == ["after"]
+
+
 def test_a_raising_callback_or_on_error_never_kills_the_thread(collector, make_client):
     def bad_callback(error, message):
         raise RuntimeError("callback bug")

@@ -137,8 +137,23 @@ class Sender:
         """Deliver one batch; return ``None`` on success, or the error that ended it.
 
         ``deadline`` (a ``time.monotonic()`` value) is set while closing: no request runs past
-        it, and what is not delivered by then fails with reason ``shutdown_timeout``.
+        it, and what is not delivered by then fails with reason ``shutdown_timeout``. Never
+        raises: a bug of ours fails the batch with reason ``internal_error`` (logged with its
+        traceback), so that it is still counted and reported rather than lost.
         """
+        try:
+            return self._attempt(batch, deadline)
+        except Exception as exc:
+            log(logging.ERROR, "htevents-logging: internal error sending a batch", exc_info=True)
+            return DeliveryError(
+                f"{len(batch)} message(s) not delivered: internal error in htevents-logging "
+                f"({type(exc).__name__}); please report it",
+                reason="internal_error",
+            )
+
+    def _attempt(
+        self, batch: Sequence[Envelope], deadline: Optional[float]
+    ) -> Optional[DeliveryError]:
         settings = self._settings
         count = len(batch)
         attempts = 0
