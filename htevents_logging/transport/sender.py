@@ -142,7 +142,7 @@ class Sender:
         traceback), so that it is still counted and reported rather than lost.
         """
         try:
-            return self._attempt(batch, deadline)
+            return self._deliver(batch, deadline)
         except Exception as exc:
             log(logging.ERROR, "htevents-logging: internal error sending a batch", exc_info=True)
             return DeliveryError(
@@ -151,7 +151,7 @@ class Sender:
                 reason="internal_error",
             )
 
-    def _attempt(
+    def _deliver(
         self, batch: Sequence[Envelope], deadline: Optional[float]
     ) -> Optional[DeliveryError]:
         settings = self._settings
