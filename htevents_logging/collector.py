@@ -170,6 +170,8 @@ class ReceivedRequest:
     error: Optional[str]
     #: ``time.monotonic()`` when the request had been read, to measure retry backoff.
     received_at: float
+    #: The client's port: requests with the same one came over one kept-alive connection.
+    client_port: int = 0
 
     def header(self, name: str) -> Optional[str]:
         """The value of header ``name``, matched case-insensitively, or None if it was not sent."""
@@ -700,6 +702,7 @@ class Collector:
                 status=status,
                 error=error,
                 received_at=received_at,
+                client_port=handler.client_address[1],
             ),
             verdict.events if accepted else [],
         )

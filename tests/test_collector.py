@@ -148,6 +148,7 @@ def test_keep_alive_connections_serve_many_requests(collector: Collector) -> Non
             assert response.status_code == 200
             assert response.headers.get("Connection", "").lower() != "close"
     assert len(collector.events) == 3
+    assert len({request.client_port for request in collector.requests}) == 1
 
 
 # --------------------------------------------------------------------------------------------

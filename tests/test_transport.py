@@ -135,6 +135,18 @@ def test_gzip_compresses_the_body(collector, make_client):
     assert collector.events[0]["event"] == "zipped"
 
 
+def test_batches_and_retries_reuse_one_kept_alive_connection(collector, make_client):
+    # Regression: a 2xx answer was closed unread, which closes its connection, so every batch
+    # opened a new one (a TLS handshake each, against the real endpoint).
+    client = make_client(max_events_in_batch=1)
+    collector.script(Reply(503), Reply(500, body=b'{"error": "try again"}'))
+    for i in range(5):
+        client.track(user_id="u", event=f"e{i}")
+    assert client.flush(5)
+    assert [r.status for r in collector.requests] == [503, 500, 200, 200, 200, 200, 200]
+    assert len({r.client_port for r in collector.requests}) == 1
+
+
 # -- responses and retries -------------------------------------------------------------------
 
 

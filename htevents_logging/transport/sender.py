@@ -57,11 +57,13 @@ def _now_text() -> bytes:
     ).encode()
 
 
-def _error_text(response: requests.Response) -> str:
-    """The start of an error answer's body, for the error message.
+def _finish(response: requests.Response) -> str:
+    """Read an answer to its end and close it; return the start of its body, for errors.
 
-    The adapter reads a body lazily, so reading it can still fail (the connection cut
-    mid-body): the status alone then decides, and the body is left out.
+    Reading to the end is what puts the connection back in the pool for the next batch:
+    closing an answer that was not read closes its connection, and every batch would then pay
+    for a new one (and a TLS handshake). The adapter reads a body lazily, so reading can still
+    fail (the connection cut mid-body): the status alone decides, and the body is left out.
     """
     try:
         return response.text[:200].strip()
@@ -183,16 +185,15 @@ class Sender:
                 self._request.headers["Content-Length"] = str(len(body))
                 response = self._adapter.send(self._request, timeout=timeout)
                 status = response.status_code
-                if 200 <= status < 300:
-                    response.close()
-                    log(logging.DEBUG, "delivered %d message(s) (HTTP %d)", count, status)
-                    return None
-                text = _error_text(response)
+                text = _finish(response)
             except Exception as exc:  # a network error (or anything else): one failed attempt
                 status = None
                 detail = self._clean(f"{type(exc).__name__}: {exc}")
                 retryable = True
             else:
+                if 200 <= status < 300:
+                    log(logging.DEBUG, "delivered %d message(s) (HTTP %d)", count, status)
+                    return None
                 detail = self._clean(f"HTTP {status}" + (f" {text!r}" if text else ""))
                 retryable = is_retryable_status(status)
                 if status in (429, 503):
