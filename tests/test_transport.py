@@ -162,6 +162,15 @@ def test_any_2xx_is_success_and_is_not_retried(collector, make_client, status):
     assert client.stats()["sent"] == 1 and client.stats()["retries"] == 0
 
 
+def test_a_2xx_cut_off_mid_body_is_still_a_success(collector, make_client):
+    client = make_client()
+    collector.script(Cut(200, body=b'{"ok": true}'))
+    client.track(user_id="u", event="x")
+    assert client.flush(5)
+    assert len(collector.requests) == 1  # not retried: the server said it took the batch
+    assert client.stats()["sent"] == 1 and client.stats()["retries"] == 0
+
+
 def test_a_4xx_cut_off_mid_body_is_still_decided_by_its_status(collector, make_client):
     # Regression: the body of an error answer was read outside the attempt's error handling, so
     # a connection cut mid-body raised out of the sender and the batch vanished uncounted.
