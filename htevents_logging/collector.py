@@ -74,6 +74,14 @@ _POLL_INTERVAL = 0.01
 # Scripted actions
 
 
+def _check_status(action: Union[Reply, Cut]) -> None:
+    if not isinstance(action.status, int) or not 100 <= action.status <= 599:
+        raise ValueError(
+            f"{type(action).__name__} status must be an HTTP status from 100 to 599, "
+            f"got {action.status!r}"
+        )
+
+
 @dataclass(frozen=True)
 class Reply:
     """Answer the next request with this status, body and headers instead of the normal answer.
@@ -92,10 +100,7 @@ class Reply:
     content_type: str = "application/json"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.status, int) or not 100 <= self.status <= 599:
-            raise ValueError(
-                f"Reply status must be an HTTP status from 100 to 599, got {self.status!r}"
-            )
+        _check_status(self)
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,9 @@ class Cut:
 
     status: int = 503
     body: bytes = b'{"error":"service unavailable"}'
+
+    def __post_init__(self) -> None:
+        _check_status(self)
 
 
 #: One scripted answer: see :meth:`Collector.script`.

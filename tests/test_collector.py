@@ -459,6 +459,8 @@ def test_script_rejects_things_that_are_not_actions(collector: Collector) -> Non
         collector.script(Drop)  # type: ignore[arg-type]  # the class, not Drop()
     with pytest.raises(ValueError):
         Reply(42)
+    with pytest.raises(ValueError, match="Cut status"):
+        Cut(600)
 
 
 # --------------------------------------------------------------------------------------------
