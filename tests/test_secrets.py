@@ -54,6 +54,23 @@ def test_debug_output_errors_and_reprs_never_show_the_key(collector, capfd, capl
     assert any("test…" in text for text in texts)
 
 
+def test_a_short_key_echoed_by_the_server_is_left_out_with_the_text_around_it(
+    collector, closing, caplog
+):
+    # Regression: a key under 6 characters was thought too short to replace, so an error
+    # answer that echoed it showed it in full.
+    short = "k3y9z"
+    outcomes = Outcomes()
+    collector.script(Reply(401, body=f'{{"error": "bad key {short}"}}'))
+    client = closing(HtEvents(short, host=collector.url))
+    client.track(user_id="u", event="x", callback=outcomes)
+    assert client.flush(5)
+    [error] = outcomes.errors
+    assert error.status == 401 and "left out: it contains the write key" in str(error)
+    for text in [str(error), *(r.getMessage() for r in caplog.records)]:
+        assert short not in text
+
+
 def test_a_missing_or_bad_setting_error_never_shows_the_key():
     try:
         HtEvents(TEST_WRITE_KEY, host="not-a-url")

@@ -394,6 +394,63 @@ def test_close_cuts_a_backoff_sleep_short(collector, make_client):
     assert [e["event"] for e in collector.events] == ["x"]
 
 
+def test_while_closing_a_servers_retry_after_is_still_honoured(collector, make_client):
+    # Regression: close() set the event the backoff waited on, so every retry after it went
+    # out at once, back to back, whatever the server had asked.
+    retry_soon = {"Retry-After": "0.3"}
+    collector.script(Reply(503, headers=retry_soon), Reply(503, headers=retry_soon))
+    client = make_client()
+    client.track(user_id="u", event="x")
+    assert collector.wait_for_requests(1, 5)
+    assert client.close(timeout=5) is True
+    first, second, third = collector.requests
+    assert second.received_at - first.received_at >= 0.25
+    assert third.received_at - second.received_at >= 0.25
+    assert [e["event"] for e in collector.events] == ["x"]
+
+
+def test_while_closing_backoff_is_kept_after_one_attempt_at_once(collector, make_client):
+    collector.script(*[Reply(500)] * 4)
+    client = make_client(retry_backoff=0.2, retry_backoff_max=0.2, max_retries=10)
+    client.track(user_id="u", event="x")
+    assert collector.wait_for_requests(1, 5)
+    assert client.close(timeout=5) is True
+    times = [request.received_at for request in collector.requests]
+    assert len(times) == 5 and [e["event"] for e in collector.events] == ["x"]
+    gaps = [later - earlier for earlier, later in zip(times[1:], times[2:])]
+    assert all(gap >= 0.09 for gap in gaps), gaps  # jitter: 0.5-1.0 x retry_backoff
+
+
+def test_a_wait_that_would_end_past_the_close_deadline_fails_the_batch_at_once(
+    collector, make_client
+):
+    outcomes = Outcomes()
+    collector.script(Reply(503, headers={"Retry-After": "20"}))
+    client = make_client()
+    client.track(user_id="u", event="x", callback=outcomes)
+    assert collector.wait_for_requests(1, 5)
+    start = time.monotonic()
+    assert client.close(timeout=3) is True  # failed for good, in time
+    assert time.monotonic() - start < 1.5
+    assert len(collector.requests) == 1
+    [error] = outcomes.errors
+    assert isinstance(error, DeliveryError) and error.reason == "shutdown_timeout"
+
+
+def test_no_attempt_starts_after_close_gave_up_on_a_batch(collector, make_client):
+    # Regression: a batch already being sent when close() came kept the deadline it started
+    # with (none), and went on retrying after close() had reported it as failed.
+    outcomes = Outcomes()
+    collector.script(*[Hang(2)] * 20)
+    client = make_client(http_request_timeout=0.3, retry_backoff=0.01, max_retries=20)
+    client.track(user_id="u", event="x", callback=outcomes)
+    assert collector.wait_for_requests(1, 5)
+    assert client.close(timeout=0.5) is False
+    assert outcomes.wait(1) and outcomes.errors[0].reason == "shutdown_timeout"
+    seen = len(collector.requests)
+    assert not collector.wait_for_requests(seen + 1, timeout=1.0)
+
+
 def test_after_close_calls_send_nothing_and_count_as_dropped(collector, make_client):
     outcomes = Outcomes()
     client = make_client()

@@ -11,7 +11,7 @@ import random
 import threading
 import time
 from collections.abc import Sequence
-from typing import Optional
+from typing import Callable, Optional
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -76,13 +76,21 @@ def _finish(response: requests.Response) -> str:
 class Sender:
     """Sends batches over one pooled ``requests.Session``, one at a time, retrying as WIRE.md says.
 
-    ``wake`` is set by ``close()``: it cuts a backoff wait short so shutdown never sleeps.
+    ``deadline()`` is the close deadline (a ``time.monotonic()`` value), ``None`` until
+    ``close()`` sets it and then sets ``closing``, which wakes a backoff wait to look at it.
     """
 
-    def __init__(self, settings: Settings, stats: Stats, wake: threading.Event) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        stats: Stats,
+        closing: threading.Event,
+        deadline: Callable[[], Optional[float]],
+    ) -> None:
         self._settings = settings
         self._stats = stats
-        self._wake = wake
+        self._closing = closing
+        self._deadline = deadline
         self._url = settings.url
         key = settings.write_key or ""
         self._key = key
@@ -131,20 +139,26 @@ class Sender:
         return ceiling * jitter
 
     def _clean(self, text: str) -> str:
-        if len(self._key) < 6:  # too short to be a real key, and too common to replace
+        """``text`` from the server or the network, with the write key taken out (a server
+        may echo it back). A key too short to replace safely takes the whole text with it."""
+        key = self._key
+        if not key or key not in text:
             return text
-        return text.replace(self._key, redact_write_key(self._key))
+        if len(key) >= 6:
+            return text.replace(key, redact_write_key(key))
+        return "(left out: it contains the write key)"
 
-    def send(self, batch: Sequence[Envelope], deadline: Optional[float]) -> Optional[DeliveryError]:
+    def send(self, batch: Sequence[Envelope]) -> Optional[DeliveryError]:
         """Deliver one batch; return ``None`` on success, or the error that ended it.
 
-        ``deadline`` (a ``time.monotonic()`` value) is set while closing: no request runs past
-        it, and what is not delivered by then fails with reason ``shutdown_timeout``. Never
-        raises: a bug of ours fails the batch with reason ``internal_error`` (logged with its
-        traceback), so that it is still counted and reported rather than lost.
+        Once ``close()`` has set a deadline, no attempt starts past it and no backoff wait
+        ends past it: what cannot be delivered by then fails at once with reason
+        ``shutdown_timeout``. Until then ``Retry-After`` and the backoff are honoured, even while
+        closing. Never raises: a bug of ours fails the batch with reason ``internal_error``
+        (logged with its traceback), so that it is still counted and reported rather than lost.
         """
         try:
-            return self._deliver(batch, deadline)
+            return self._deliver(batch)
         except Exception as exc:
             log(logging.ERROR, "htevents-logging: internal error sending a batch", exc_info=True)
             return DeliveryError(
@@ -153,25 +167,29 @@ class Sender:
                 reason="internal_error",
             )
 
-    def _deliver(
-        self, batch: Sequence[Envelope], deadline: Optional[float]
-    ) -> Optional[DeliveryError]:
+    def _deliver(self, batch: Sequence[Envelope]) -> Optional[DeliveryError]:
         settings = self._settings
         count = len(batch)
         attempts = 0
         status: Optional[int] = None
         detail = ""
+        rushed = False  # whether close() already cut a backoff of this batch short
+
+        def too_late() -> DeliveryError:
+            return DeliveryError(
+                f"{count} message(s) not delivered before the shutdown deadline after "
+                f"{attempts} attempt(s){': ' + detail if detail else ''}; raise "
+                "shutdown_timeout or configure spool_path to keep them",
+                reason="shutdown_timeout",
+                status=status,
+                attempts=attempts,
+            )
+
         while True:
             now = time.monotonic()
+            deadline = self._deadline()
             if deadline is not None and now >= deadline:
-                return DeliveryError(
-                    f"{count} message(s) not delivered before the shutdown deadline after "
-                    f"{attempts} attempt(s){': ' + detail if detail else ''}; raise "
-                    "shutdown_timeout or configure spool_path to keep them",
-                    reason="shutdown_timeout",
-                    status=status,
-                    attempts=attempts,
-                )
+                return too_late()
             timeout = settings.http_request_timeout
             if deadline is not None:
                 timeout = min(timeout, deadline - now)
@@ -194,7 +212,7 @@ class Sender:
                 if 200 <= status < 300:
                     log(logging.DEBUG, "delivered %d message(s) (HTTP %d)", count, status)
                     return None
-                detail = self._clean(f"HTTP {status}" + (f" {text!r}" if text else ""))
+                detail = f"HTTP {status}" + (f" {self._clean(text)!r}" if text else "")
                 retryable = is_retryable_status(status)
                 if status in (429, 503):
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
@@ -220,8 +238,36 @@ class Sender:
                 delay = min(retry_after, settings.retry_after_max)
             else:
                 delay = self._backoff(attempts)
-            if deadline is not None:
-                delay = min(delay, max(0.0, deadline - time.monotonic()))
             log(logging.DEBUG, "attempt %d failed (%s); retrying in %.2fs", attempts, detail, delay)
             self._stats.add("retries")
-            self._wake.wait(delay)
+            cut_short = self._wait(delay, rush=retry_after is None and not rushed)
+            if cut_short is None:
+                return too_late()
+            rushed = rushed or cut_short
+
+    def _wait(self, delay: float, rush: bool) -> Optional[bool]:
+        """Wait ``delay`` seconds before the next attempt, or less once ``close()`` is called.
+
+        Returns ``None`` when that attempt would start past the close deadline (then there is
+        no point waiting at all), else whether the wait was cut short. With ``rush`` (a backoff
+        of our own, the first one while closing) there is no wait once closing: one more
+        attempt now beats failing the batch unseen. After it, and for a server's
+        ``Retry-After``, waits are kept, as long as they end before the deadline: a server in
+        trouble is not hammered, even at exit. ``close()`` sets its deadline, then
+        ``closing``, which wakes a wait already under way to look at it.
+        """
+        until = time.monotonic() + delay
+        while True:
+            deadline = self._deadline()
+            if deadline is not None:
+                if rush:
+                    return True
+                if until >= deadline:
+                    return None
+            left = until - time.monotonic()
+            if left <= 0:
+                return False
+            if deadline is None:
+                self._closing.wait(left)
+            else:
+                time.sleep(left)  # ends before the deadline (checked above)

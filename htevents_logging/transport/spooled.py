@@ -43,14 +43,12 @@ class SpooledDelivery:
         sender: Sender,
         stats: Stats,
         settle: Callable[[Sequence[Envelope], Optional[DeliveryError]], None],
-        deadline: Callable[[], Optional[float]],
     ) -> None:
         self._settings = settings
         self._spool = spool
         self._sender = sender
         self._stats = stats
         self._settle = settle
-        self._deadline = deadline
         # Stored envelopes someone is to be told about, by their bytes (rows carry no more).
         self._awaiting: dict[bytes, Envelope] = {}
         self._retry_at: Optional[float] = None
@@ -114,7 +112,7 @@ class SpooledDelivery:
             if not rows:
                 return True
             batch = [self._awaiting.pop(row.data, Envelope(row.data)) for row in rows]
-            error = self._sender.send(batch, self._deadline())
+            error = self._sender.send(batch)
             kept = error is not None and error.reason in KEPT_REASONS
             ids = [row.row_id for row in rows]
             try:

@@ -62,11 +62,11 @@ class Transport:
         # kept by enqueue() with qsize(), exact but for a few concurrent puts.
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._discarded = 0  # drafts the listener rejected (written by the listener only)
-        self._sender = Sender(settings, self.stats, self._closing)
+        self._sender = Sender(settings, self.stats, self._closing, self._get_deadline)
         self._spooled: Optional[SpooledDelivery] = None
         if self._spool is not None:
             self._spooled = SpooledDelivery(
-                settings, self._spool, self._sender, self.stats, self._settle, self._get_deadline
+                settings, self._spool, self._sender, self.stats, self._settle
             )
         self._batcher = Batcher(
             settings.max_events_in_batch,
@@ -144,7 +144,7 @@ class Transport:
     def _send(self, batch: Sequence[Envelope]) -> None:
         with self._settle_lock:
             self._in_flight = batch
-        error = self._sender.send(batch, self._deadline)
+        error = self._sender.send(batch)
         with self._settle_lock:
             if self._in_flight is not batch:
                 return  # close() gave up waiting for it and has reported it already
