@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import os
+import re
 import time
 from collections.abc import Mapping
 from typing import Any, Literal, Optional, Union
@@ -138,6 +139,51 @@ def _out_of_range(value: object) -> ValueError:
 _ALLOWED: dict[str, frozenset[str]] = {t: _COMMON | f for t, f in _TYPE_FIELDS.items()}
 
 
+# What ``datetime.fromisoformat`` takes only from Python 3.11: a fraction of any length or after
+# a comma, offsets without a colon or minutes, and the basic format without separators.
+_ISO_8601 = re.compile(
+    r"(\d{4})-?(\d{2})-?(\d{2})"
+    r"(?:[T ](\d{2})(?::?(\d{2})(?::?(\d{2})(?:[.,](\d+))?)?)?)?"
+    r"(Z|[+-]\d{2}(?::?\d{2})?)?",
+    re.IGNORECASE,
+)
+
+
+def _parse_iso_8601(text: str) -> _dt.datetime:
+    """Parse an ISO-8601 time the same way on every supported Python."""
+    if text.endswith(("Z", "z")):
+        try:
+            return _dt.datetime.fromisoformat(text[:-1] + "+00:00")
+        except ValueError:
+            pass
+    else:
+        try:
+            return _dt.datetime.fromisoformat(text)
+        except ValueError:
+            pass
+    match = _ISO_8601.fullmatch(text)
+    if match is None:
+        raise ValueError(text)
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    tz: Optional[_dt.tzinfo] = None
+    if zone and zone in "Zz":
+        tz = _dt.timezone.utc
+    elif zone:
+        digits = zone[1:].replace(":", "")
+        offset = _dt.timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
+        tz = _dt.timezone(-offset if zone[0] == "-" else offset)
+    return _dt.datetime(
+        int(year),
+        int(month),
+        int(day),
+        int(hour or 0),
+        int(minute or 0),
+        int(second or 0),
+        int((fraction or "0")[:6].ljust(6, "0")),
+        tzinfo=tz,
+    )
+
+
 def format_timestamp(value: Timestamp) -> str:
     """Format a time as the wire wants it: UTC, milliseconds, ``Z``.
 
@@ -163,11 +209,8 @@ def format_timestamp(value: Timestamp) -> str:
             _last_second = (seconds, text)
         return f"{text}.{millis:03d}Z"
     if isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
         try:
-            value = _dt.datetime.fromisoformat(text)
+            value = _parse_iso_8601(value.strip())
         except ValueError:
             raise ValueError(
                 f"timestamp {value!r} is not an ISO-8601 time such as '2026-11-29T15:00:06.100Z'"

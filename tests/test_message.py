@@ -114,6 +114,30 @@ def test_timestamps_are_utc_milliseconds_z():
     assert format_timestamp("2024-01-02T05:04:05.678+02:00") == "2024-01-02T03:04:05.678Z"
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2024-01-02T03:04:05.1Z", "2024-01-02T03:04:05.100Z"),
+        ("2024-01-02T03:04:05.123456789Z", "2024-01-02T03:04:05.123Z"),
+        ("2024-01-02T03:04:05,678Z", "2024-01-02T03:04:05.678Z"),
+        ("2024-01-02T05:04:05.678+0200", "2024-01-02T03:04:05.678Z"),
+        ("2024-01-02T01:04:05-02", "2024-01-02T03:04:05.000Z"),
+        ("20240102T030405Z", "2024-01-02T03:04:05.000Z"),
+        ("2024-01-02 03:04", "2024-01-02T03:04:00.000Z"),
+        ("2024-01-02", "2024-01-02T00:00:00.000Z"),
+    ],
+)
+def test_iso_8601_strings_are_read_alike_on_every_python(text, expected):
+    # Regression: datetime.fromisoformat refuses most of these before Python 3.11.
+    assert format_timestamp(text) == expected
+
+
+@pytest.mark.parametrize("text", ["2024-13-02T03:04:05Z", "2024-01-02T03:04:05+25:00", "2024"])
+def test_an_iso_8601_string_that_is_no_time_is_a_value_error(text):
+    with pytest.raises(ValueError, match="not an ISO-8601 time"):
+        format_timestamp(text)
+
+
 def test_timestamp_defaults_to_the_time_of_the_call(htevents):
     before = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     stamp = htevents.track(user_id="1", event="x")["timestamp"]
