@@ -464,8 +464,8 @@ class Collector:
     or a ``"writeKey"`` body field) or get a 401; when None any key is accepted. ``out``: a
     file to append each accepted event to, one JSON object per line. ``echo``: a text stream
     that gets one readable line per accepted event (see :func:`format_event`) and one
-    ``rejected request: <reason>`` line per rejected request. ``max_body_bytes`` (checked on
-    the body as sent and again after gunzipping) and ``max_message_bytes`` (each message as
+    ``rejected request: <reason>`` line per rejected request. ``max_body_bytes`` (a body must be
+    under it, as sent and again after gunzipping) and ``max_message_bytes`` (each message as
     compact UTF-8 JSON) are the real endpoint's limits by default.
     """
 
@@ -756,16 +756,16 @@ class Collector:
 
         limit = self._max_body_bytes
         too_large = (
-            "request body is {size} bytes, over the {limit:,}-byte limit per request:"
-            " send fewer events per batch"
+            "request body is {size} bytes; it must be under the {limit:,}-byte limit per"
+            " request: send fewer events per batch"
         )
-        if len(body) > limit:
+        if len(body) >= limit:
             return _Verdict(413, too_large.format(size=f"{len(body):,}", limit=limit))
 
         encoding = (handler.headers.get("Content-Encoding") or "").strip().lower()
         if encoding == "gzip":
             try:
-                data = _gunzip(body, limit)
+                data = _gunzip(body, limit - 1)
             except _TooLarge:
                 size = f"over {limit:,} (gunzipped)"
                 return _Verdict(413, too_large.format(size=size, limit=limit))

@@ -248,6 +248,24 @@ def test_a_body_over_500_000_bytes_is_413(collector: Collector) -> None:
     assert collector.events == []
 
 
+def sized_batch(size: int) -> bytes:
+    """A valid batch body of exactly ``size`` bytes, in messages under the 32 KB limit."""
+    messages = [message(properties={"blob": ""}) for _ in range(size // 25_000)]
+    missing = size - len(json.dumps(batch(*messages)).encode())
+    for m in messages:
+        m["properties"]["blob"] = "x" * (missing // len(messages))
+    messages[-1]["properties"]["blob"] += "x" * (missing % len(messages))
+    body = json.dumps(batch(*messages)).encode()
+    assert len(body) == size
+    return body
+
+
+def test_a_body_must_be_under_500_000_bytes_not_at_it(collector: Collector) -> None:
+    # WIRE.md: "under 500,000 bytes including the envelope".
+    assert post(collector, sized_batch(499_999)).status_code == 200
+    assert post(collector, sized_batch(500_000)).status_code == 413
+
+
 def test_a_small_gzip_body_that_inflates_over_the_limit_is_413(collector: Collector) -> None:
     body = json.dumps(batch(message(properties={"zeros": "0" * 600_000}))).encode()
     raw = gzip.compress(body)
