@@ -73,6 +73,21 @@ def test_a_lone_event_is_sent_flush_interval_after_it_arrived(collector, make_cl
     assert time.monotonic() - start >= 0.25
 
 
+def test_flush_interval_counts_from_a_batchs_first_event_even_while_a_burst_gathers(
+    collector, make_client
+):
+    # Regression: the thread let a burst gather (up to 0.5 s) before the first event reached
+    # the batcher, whose clock only started then: a batch could wait twice flush_interval.
+    client = make_client(flush_interval=0.6, max_events_in_batch=10_000)
+    start = time.monotonic()
+    pace = threading.Event()
+    while not collector.requests and time.monotonic() - start < 5:
+        client.track(user_id="u", event="steady")  # a steady trickle keeps the burst going
+        pace.wait(0.01)
+    first = collector.requests[0]
+    assert 0.55 <= first.received_at - start < 1.0  # it was 0.5 s of lingering + 0.6 s
+
+
 def test_a_message_over_32kb_is_rejected_before_it_is_queued(collector, make_client):
     client = make_client()
     with pytest.raises(MessageTooLargeError, match="32,768"):

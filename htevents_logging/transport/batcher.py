@@ -38,13 +38,18 @@ class Batcher:
         if self._items and self._bytes + size >= self._max_bytes:
             ready.append(self.take())
             size = len(envelope.data)
-        if not self._items:
-            self._deadline = time.monotonic() + self.interval
+        self.start_clock()
         self._items.append(envelope)
         self._bytes += size
         if len(self._items) >= self.max_events:
             ready.append(self.take())
         return ready
+
+    def start_clock(self) -> None:
+        """Start the current batch's ``interval``, unless it is running: called as its first
+        message is taken off the queue, so time spent before it is added counts too."""
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.interval
 
     def time_left(self) -> Optional[float]:
         """Seconds until the current batch is due, or ``None`` when there is none."""

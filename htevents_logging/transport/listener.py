@@ -120,13 +120,10 @@ class BatchListener(logging.handlers.QueueListener):
             item = self._queue.get(block, self._time_left())
         except queue.Empty:
             return TICK
-        if (
-            item is not TICK
-            and not isinstance(item, FlushRequest)
-            and not len(self._batcher)
-            and self._queue.qsize() < self._batcher.max_events
-        ):
-            self._linger_while_busy()
+        if item is not TICK and not isinstance(item, FlushRequest) and not len(self._batcher):
+            self._batcher.start_clock()  # flush_interval counts from here, lingering included
+            if self._queue.qsize() < self._batcher.max_events:
+                self._linger_while_busy()
         return item
 
     def _linger_while_busy(self) -> None:
@@ -188,5 +185,6 @@ class BatchListener(logging.handlers.QueueListener):
             )
 
     def _send_pending(self) -> None:
-        if len(self._batcher):
-            self._export(self._batcher.take())
+        batch = self._batcher.take()  # also stops the clock of a batch left empty
+        if batch:
+            self._export(batch)
