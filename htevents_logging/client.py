@@ -79,10 +79,19 @@ class HtEvents:
         self._close_lock = threading.Lock()
         self._on_error = self.settings.on_error
         self._transport: Optional[Transport] = None
-        self._stats = Stats()
+        self._own_stats = Stats()  # a disabled client's
         if not self.settings.disable:
             self._transport = acquire_transport(self.settings)
-            self._stats = self._transport.stats
+
+    @property
+    def _stats(self) -> Stats:
+        # Looked up each time: a forked child's transport starts a new Stats.
+        transport = self._transport
+        return transport.stats if transport is not None else self._own_stats
+
+    def _count_rejected(self) -> None:
+        """Count a logged payload the front-end could not even read (its own bug)."""
+        self._stats.add("rejected", reason="invalid")
 
     def __repr__(self) -> str:
         state = " disabled" if self.settings.disable else (" closed" if self._closed else "")
@@ -170,7 +179,7 @@ class HtEvents:
             self._stats.add("rejected", reason="oversize")
             raise
         except Exception:  # a ValueError or TypeError naming the field, or a payload's own bug
-            self._stats.add("rejected", reason="invalid")
+            self._count_rejected()
             raise
         keep = callback is not None or self._on_error is not None
         return built, Envelope(data, built if keep else None, callback, self._on_error)

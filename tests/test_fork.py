@@ -48,6 +48,31 @@ def test_a_forked_child_gets_a_fresh_transport_and_never_resends_the_parents_que
     assert events == {"queued before fork": 1, "from child": 1, "after fork": 1}
 
 
+def test_a_forked_childs_stats_count_what_the_child_rejected(collector):
+    # Regression: the client kept the parent's Stats object, so what a child rejected was
+    # counted where the child's stats() never looked.
+    result = run(
+        f"""
+        import os
+        from htevents_logging import HtEvents
+        htevents = HtEvents({TEST_WRITE_KEY!r}, host={collector.url!r}, flush_interval=60)
+        htevents.track(user_id="parent", event="starts the transport")
+        pid = os.fork()
+        if pid == 0:
+            try:
+                htevents.track(user_id="child")  # no event: rejected
+            except ValueError:
+                pass
+            assert htevents.stats()["rejected_by_reason"] == {{"invalid": 1}}, htevents.stats()
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        assert status == 0, status
+        assert htevents.stats()["rejected"] == 0
+        """
+    )
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_events_from_multiprocessing_workers_are_all_delivered(collector, method, tmp_path):
     script = tmp_path / "workers.py"
