@@ -29,6 +29,7 @@ __all__ = [
     "LogDraft",
     "Origin",
     "make_client",
+    "reject",
     "send_payload",
 ]
 
@@ -192,33 +193,50 @@ def send_payload(
     fields: Optional[dict[str, Any]] = None,
 ) -> None:
     """Hand one logged payload to ``client``; never raises, never waits on the network."""
+    draft: Optional[LogDraft] = None
+    type_: Any = None
+    event: Optional[str] = None
+    is_mapping = isinstance(payload, Mapping)
     try:
-        if not isinstance(payload, Mapping):
-            client.emit("track", payload)  # refused with a TypeError, and counted
-            return
-        if callable(event_default):
-            wanted = not payload.get("event") and payload.get("type", "track") == "track"
-            event_default = event_default() if wanted else None
-        if capture_sinks or not client.sends:
+        if is_mapping:
+            type_ = _payload_type(payload)
+            if callable(event_default):
+                wanted = not payload.get("event") and type_ == "track"
+                event = event_default() if wanted else None
+            else:
+                event = event_default
+            if client.sends and not capture_sinks:
+                draft = LogDraft(
+                    client,
+                    _copy(payload),
+                    fields,
+                    event,
+                    time.time() if timestamp_default is None else timestamp_default,
+                    current_identity(),
+                    payload_key,
+                    origin,
+                )
+    except Exception as error:  # a payload (or log message) that cannot even be read
+        reject(client, error, payload_key, origin)
+        return
+    try:
+        if draft is not None:
+            client.enqueue(draft)
+        elif not is_mapping:
+            client.emit("track", payload)  # not a mapping: refused with a TypeError, counted
+        else:
             client.emit(
-                _payload_type(payload),
+                type_,
                 payload,
-                event_default=event_default,
+                event_default=event,
                 timestamp_default=timestamp_default,
                 **(fields or {}),
             )
-            return
-        client.enqueue(
-            LogDraft(
-                client,
-                _copy(payload),
-                fields,
-                event_default,
-                time.time() if timestamp_default is None else timestamp_default,
-                current_identity(),
-                payload_key,
-                origin,
-            )
-        )
-    except Exception as error:  # never let the application's logging call fail
+    except Exception as error:  # refused by the client, which counted it
         _report(error, payload_key, origin)
+
+
+def reject(client: HtEvents, error: BaseException, payload_key: str, origin: Origin) -> None:
+    """Count a logged payload as rejected and warn about it (rate-limited)."""
+    client._count_rejected()
+    _report(error, payload_key, origin)

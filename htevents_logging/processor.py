@@ -23,7 +23,7 @@ from typing import Any, Optional
 from typing_extensions import Unpack
 
 from .client import ClientSettings, HtEvents
-from .frontend import DEFAULT_PAYLOAD_KEY, make_client, send_payload
+from .frontend import DEFAULT_PAYLOAD_KEY, Origin, make_client, reject, send_payload
 from .transport import is_transport_thread
 
 __all__ = ["HtEventsProcessor"]
@@ -86,21 +86,27 @@ class HtEventsProcessor:
         payload = event_dict.pop(self.payload_key, None)
         if payload is None or is_transport_thread():
             return event_dict
-        event = event_dict.get("event")
-        fields: Optional[dict[str, Any]] = None
-        if isinstance(payload, Mapping) and not any(key in payload for key in _ID_KEYS):
-            fields = {
-                key: event_dict[key]
-                for key in ("user_id", "anonymous_id")
-                if event_dict.get(key) is not None
-            }
-        name = event_dict.get("logger") or getattr(logger, "name", None) or ""
+        origin: Origin = ("structlog", "", "")
+        try:
+            event = event_dict.get("event")
+            name = event_dict.get("logger") or getattr(logger, "name", None) or ""
+            origin = ("structlog", str(name), str(event))
+            fields: Optional[dict[str, Any]] = None
+            if isinstance(payload, Mapping) and not any(key in payload for key in _ID_KEYS):
+                fields = {
+                    key: event_dict[key]
+                    for key in ("user_id", "anonymous_id")
+                    if event_dict.get(key) is not None
+                }
+        except Exception as error:  # an event or payload that cannot even be read
+            reject(self.client, error, self.payload_key, origin)
+            return event_dict
         send_payload(
             self.client,
             payload,
             payload_key=self.payload_key,
-            origin=("structlog", str(name), str(event)),
-            event_default=None if event is None else str(event),
+            origin=origin,
+            event_default=None if event is None else origin[2],
             fields=fields,
         )
         return event_dict

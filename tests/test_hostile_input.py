@@ -3,6 +3,7 @@ arrives as valid JSON, and every rejected one is counted with a (rate-limited) w
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import datetime as dt
 import decimal
@@ -186,3 +187,43 @@ def test_odd_values_are_sent_in_their_json_form_not_dropped(front_ends, collecto
     assert sent["tags"] == ["a", "b"] and sent["raw"] == "/w=="
     assert sent["point"] == {"x": 1, "y": "y"} and sent["opaque"].startswith("<")
     assert sent["1"] == "int key"
+
+
+class Unprintable:
+    """An object whose ``str()`` raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text for you")
+
+
+class BrokenMapping(collections.abc.Mapping):
+    """A mapping whose every read raises."""
+
+    def __getitem__(self, key: Any) -> Any:
+        raise RuntimeError("unreadable mapping")
+
+    def __iter__(self) -> Any:
+        raise RuntimeError("unreadable mapping")
+
+    def __len__(self) -> int:
+        return 1
+
+    def __contains__(self, key: Any) -> bool:
+        raise RuntimeError("unreadable mapping")
+
+
+def test_objects_that_cannot_even_be_read_are_counted_and_never_raise(front_ends, caplog):
+    # Regression: the processor read the event and the payload outside its safety net, and
+    # both front-ends warned about an unreadable payload without counting it as rejected.
+    logger, processor, client = front_ends
+    with caplog.at_level(logging.WARNING, logger="htevents_logging"):
+        processor(None, "info", {"event": Unprintable(), "htevent": {"userId": "u"}})
+        processor(None, "info", {"event": "x", "logger": Unprintable(), "htevent": {}})
+        processor(None, "info", {"event": "x", "htevent": BrokenMapping()})
+        logger.info("Broken", extra={"htevent": BrokenMapping()})
+        assert client.flush(5)
+    assert client.stats()["rejected_by_reason"] == {"invalid": 4}
+    assert client.stats()["sent"] == 0
+    messages = [r.getMessage() for r in caplog.records if r.name == "htevents_logging"]
+    assert any("no text for you" in m for m in messages)
+    assert any("unreadable mapping" in m for m in messages)
