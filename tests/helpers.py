@@ -36,3 +36,8 @@ class Outcomes:
     @property
     def errors(self) -> list[Optional[BaseException]]:
         return [error for error, _ in self.results]
+
+
+def transport_threads() -> set[threading.Thread]:
+    """The transport threads alive now (compare sets: a count is fooled by one that ends)."""
+    return {t for t in threading.enumerate() if t.name == "htevents-transport"}

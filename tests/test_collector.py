@@ -13,6 +13,7 @@ import json
 import os
 import queue
 import re
+import statistics
 import subprocess
 import sys
 import threading
@@ -445,7 +446,7 @@ def test_stop_releases_a_long_hang_quickly() -> None:
     thread.join(timeout=5)
 
     assert not thread.is_alive()
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5  # the client waits 30 s on an answer
     assert len(outcome) == 1
     assert isinstance(outcome[0], requests.ConnectionError)
 
@@ -488,7 +489,7 @@ def test_script_rejects_things_that_are_not_actions(collector: Collector) -> Non
 def test_wait_for_events_returns_false_at_the_deadline(collector: Collector) -> None:
     started = time.monotonic()
     assert collector.wait_for_events(1, timeout=0.1) is False
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 3
 
 
 def test_wait_for_events_wakes_when_events_arrive(collector: Collector) -> None:
@@ -697,8 +698,10 @@ def test_keep_alive_answers_do_not_wait_for_delayed_acks(collector: Collector) -
     body = {"batch": [{"type": "track", "event": "x", "messageId": "m", "userId": "u"}]}
     auth = ("test-write-key", "")
     session.post(collector.url + "/v1/batch", json=body, auth=auth)
-    started = time.monotonic()
-    for _ in range(20):
+    took = []
+    for _ in range(21):
+        started = time.monotonic()
         session.post(collector.url + "/v1/batch", json=body, auth=auth)
-    assert time.monotonic() - started < 0.5  # 20 x 40 ms stalls would be 0.8 s
+        took.append(time.monotonic() - started)
     session.close()
+    assert statistics.median(took) < 0.03  # a delayed-ACK stall is 40 ms, every request

@@ -25,11 +25,13 @@ from htevents_logging.transport.spool import Spool
 
 @pytest.fixture
 def down_url():
-    """A loopback URL where nothing listens: connections are refused at once."""
+    """A loopback URL where nothing listens: connections are refused at once.
+
+    The port stays bound (not listening) for the whole test, so no other program can take it.
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 def spool_rows(path) -> int:

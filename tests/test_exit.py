@@ -60,6 +60,6 @@ def test_exit_against_a_server_that_never_answers_takes_shutdown_timeout_and_say
         """
     )
     assert result.returncode == 0
-    assert elapsed < 1.0 + 1.5
+    assert elapsed < 5  # shutdown_timeout is 1 s; the request would wait 30 s
     assert "1 message(s) were not delivered before exit" in result.stderr
     assert TEST_WRITE_KEY not in result.stderr

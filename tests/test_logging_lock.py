@@ -25,7 +25,7 @@ def test_flush_under_the_logging_lock_returns_at_once_and_delivery_carries_on(co
             logging.Logger.manager._clear_cache()
             start = time.monotonic()
             client.flush(timeout=3)
-            assert time.monotonic() - start < 0.5
+            assert time.monotonic() - start < 2  # a deadlock would last the whole 3 s
         assert client.flush(timeout=5)
         assert [e["event"] for e in collector.events] == ["queued"]
     finally:
@@ -39,7 +39,7 @@ def test_close_under_the_logging_lock_returns_at_once_and_the_thread_still_deliv
         logging.Logger.manager._clear_cache()
         start = time.monotonic()
         client.close(timeout=3)
-        assert time.monotonic() - start < 0.5
+        assert time.monotonic() - start < 2  # a deadlock would last the whole 3 s
     assert collector.wait_for_events(1, timeout=5)
 
 
@@ -48,11 +48,16 @@ def test_the_transport_threads_own_warnings_wait_for_the_lock_instead_of_blockin
 ):
     client = HtEvents(TEST_WRITE_KEY, host=collector.url, flush_interval=60)
     try:
+        # One request first, outside the lock: urllib3 then has its logger's level cached and
+        # the connection open, so only this package's own logging runs under the lock (this
+        # test once passed only when the test before it had warmed that cache).
+        client.track(user_id="u", event="warm-up")
+        assert client.flush(timeout=5)
         collector.script(Reply(400))
         client.track(user_id="u", event="refused")
         with logging._lock:
             client.flush(timeout=0)
-            assert collector.wait_for_requests(1, timeout=5)
+            assert collector.wait_for_requests(2, timeout=5)
         assert client.flush(timeout=5)
         with caplog.at_level(logging.DEBUG, logger="htevents_logging"):
             log(logging.DEBUG, "next")  # deferred records come out with the next one

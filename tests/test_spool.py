@@ -387,7 +387,7 @@ def test_four_processes_sharing_a_spool_claim_every_row_exactly_once(path, tmp_p
                     break
                 out.writelines(f"{m.row_id} {m.data.decode()}\\n" for m in batch)
                 out.flush()
-                time.sleep(0.002)  # the HTTP request, during which the others claim
+                time.sleep(0.02)  # the HTTP request, during which the others claim
                 spool.delete([m.row_id for m in batch])
         """
     outputs = [tmp_path / f"worker{i}.txt" for i in range(4)]

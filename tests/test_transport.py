@@ -13,7 +13,7 @@ import time
 
 import pytest
 from conftest import TEST_WRITE_KEY
-from helpers import Outcomes, wait_until
+from helpers import Outcomes, transport_threads, wait_until
 
 from htevents_logging import DeliveryError, HtEvents, MessageTooLargeError
 from htevents_logging.collector import Cut, Drop, Hang, Reply
@@ -105,7 +105,7 @@ def test_a_full_queue_drops_counts_and_reports_without_blocking(collector, make_
     start = time.monotonic()
     for i in range(12):
         client.track(user_id="u", event=f"e{i}", callback=outcomes)
-    assert time.monotonic() - start < 0.5
+    assert time.monotonic() - start < 2.5  # blocking would wait out the 10 s hang
     stats = client.stats()
     assert stats["dropped_by_reason"] == {"queue_full": 7}
     assert stats["queue_depth"] == 5
@@ -248,7 +248,7 @@ def test_other_4xx_and_501_505_fail_at_once_whatever_the_body(collector, make_cl
     ids=["500", "502", "503", "504", "408", "429", "dropped-connection", "hang", "503-cut-off"],
 )
 def test_transient_failures_are_retried_with_the_same_message_id(collector, make_client, failure):
-    client = make_client(http_request_timeout=0.3)
+    client = make_client(http_request_timeout=1.0)
     collector.script(failure)
     message = client.track(user_id="u", event="x")
     assert client.flush(5)
@@ -297,7 +297,7 @@ def test_retry_after_is_capped(collector, make_client):
     client.track(user_id="u", event="x")
     assert client.flush(5)
     first, second = collector.requests
-    assert second.received_at - first.received_at < 1.0
+    assert second.received_at - first.received_at < 3  # not 3600 s
 
 
 def test_retry_policy_matches_the_wire_contract():
@@ -381,7 +381,7 @@ def test_flush_returns_by_its_deadline_when_the_server_hangs(collector, make_cli
     client.track(user_id="u", event="x")
     start = time.monotonic()
     assert client.flush(0.5) is False
-    assert time.monotonic() - start < 1.5
+    assert time.monotonic() - start < 5  # the server hangs for 20 s
 
 
 def test_close_returns_by_its_deadline_and_reports_what_was_not_delivered(collector, make_client):
@@ -392,7 +392,7 @@ def test_close_returns_by_its_deadline_and_reports_what_was_not_delivered(collec
     assert collector.wait_for_requests(1, 5)
     start = time.monotonic()
     client.close(timeout=0.5)
-    assert time.monotonic() - start < 1.5
+    assert time.monotonic() - start < 5  # the server hangs for 20 s
     assert outcomes.wait(1, timeout=3)
     [error] = outcomes.errors
     assert isinstance(error, DeliveryError) and error.reason == "shutdown_timeout"
@@ -404,8 +404,8 @@ def test_close_cuts_a_backoff_sleep_short(collector, make_client):
     client.track(user_id="u", event="x")
     assert collector.wait_for_requests(1, 5)
     start = time.monotonic()
-    assert client.close(timeout=5) is True
-    assert time.monotonic() - start < 2
+    assert client.close(timeout=20) is True
+    assert time.monotonic() - start < 10  # the backoff was 15-30 s
     assert [e["event"] for e in collector.events] == ["x"]
 
 
@@ -445,8 +445,8 @@ def test_a_wait_that_would_end_past_the_close_deadline_fails_the_batch_at_once(
     client.track(user_id="u", event="x", callback=outcomes)
     assert collector.wait_for_requests(1, 5)
     start = time.monotonic()
-    assert client.close(timeout=3) is True  # failed for good, in time
-    assert time.monotonic() - start < 1.5
+    assert client.close(timeout=10) is True  # failed for good, in time
+    assert time.monotonic() - start < 5  # not waiting out the deadline
     assert len(collector.requests) == 1
     [error] = outcomes.errors
     assert isinstance(error, DeliveryError) and error.reason == "shutdown_timeout"
@@ -481,10 +481,6 @@ def test_after_close_calls_send_nothing_and_count_as_dropped(collector, make_cli
 # -- sharing ---------------------------------------------------------------------------------
 
 
-def transport_threads() -> int:
-    return sum(t.name == "htevents-transport" for t in threading.enumerate())
-
-
 def test_clients_with_the_same_settings_share_one_transport(collector, make_client):
     before = transport_threads()
     first, second = make_client(), make_client()
@@ -494,7 +490,7 @@ def test_clients_with_the_same_settings_share_one_transport(collector, make_clie
     for client in (first, second, other):
         client.track(user_id="u", event="x")
     assert wait_until(lambda: len(collector.events) == 3)
-    assert transport_threads() - before == 2
+    assert len(transport_threads() - before) == 2
 
 
 def test_closing_one_sharer_leaves_the_other_working(collector, make_client):
