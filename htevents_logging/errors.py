@@ -21,8 +21,9 @@ class DeliveryError(HtEventsError):
     It is what ``callback(error, message)`` and ``on_error(error, messages)`` receive. ``reason``
     is the key :meth:`HtEvents.stats` counts it under in ``failed_by_reason`` or
     ``dropped_by_reason`` (``"http_4xx"``, ``"retries_exhausted"``, ``"shutdown_timeout"``,
-    ``"queue_full"``, ``"after_close"``), so handling code can branch on it; ``status`` is the
-    last HTTP status when there was one, and ``attempts`` how many requests were made.
+    ``"queue_full"``, ``"after_close"``, ``"spool_full"``, ``"internal_error"``; the README
+    lists them all), so handling code can branch on it; ``status`` is the last HTTP status when
+    there was one, and ``attempts`` how many requests were made.
     """
 
     def __init__(
@@ -37,3 +38,13 @@ class DeliveryError(HtEventsError):
         self.reason = reason
         self.status = status
         self.attempts = attempts
+
+    @classmethod
+    def internal(cls, count: int, error: BaseException) -> DeliveryError:
+        """The failure of ``count`` messages to a bug of ours (reason ``internal_error``):
+        reported like any failure, so that a bug never loses messages silently."""
+        return cls(
+            f"{count} message(s) not delivered: internal error in htevents-logging "
+            f"({type(error).__name__}); please report it",
+            reason="internal_error",
+        )

@@ -174,14 +174,70 @@ def test_the_spool_is_bounded_and_drops_the_oldest_counted(tmp_path, down_url):
         flush_interval=60,
         max_events_in_batch=10,
     )
+    outcomes = Outcomes()
     try:
         for i in range(200):
-            client.track(user_id="u", event=f"e{i}", properties={"pad": "x" * 200})
+            client.track(
+                user_id="u", event=f"e{i}", properties={"pad": "x" * 200}, callback=outcomes
+            )
         client.flush(5)
         dropped = client.stats()["dropped_by_reason"].get("spool_full", 0)
         assert dropped > 0
         with Spool(tmp_path / "small.db") as spool:
             assert spool.size_bytes() <= 20_000 + 10 * 500
             assert spool.count() + dropped == 200
+        # Regression: evicted messages were counted but never reported to their callbacks, and
+        # the transport held on to them for the whole outage.
+        assert len(outcomes.errors) == dropped
+        assert all(error.reason == "spool_full" for error in outcomes.errors)
+        assert len(client._transport._spooled._awaiting) == 200 - dropped
     finally:
+        client.close(1)
+
+
+def test_a_spool_that_cannot_be_reopened_sends_directly_and_loses_nothing(collector, tmp_path):
+    # Regression: reopening the spool (as after every fork) can fail with an OSError (out of
+    # file descriptors, the directory gone), which escaped the transport and lost the batch.
+    folder = tmp_path / "spool"
+    client = HtEvents(
+        TEST_WRITE_KEY, host=collector.url, spool_path=str(folder / "s.db"), flush_interval=0.05
+    )
+    try:
+        client.track(user_id="u", event="before")
+        assert client.flush(5)
+        spool = client._transport._spool
+        spool._before_fork()  # what a fork does: the connection is closed, reopened on next use
+        spool._after_fork_in_parent()
+        folder.rename(tmp_path / "moved")
+        folder.write_text("a file where the spool's folder was")  # os.makedirs now fails
+        outcomes = Outcomes()
+        client.track(user_id="u", event="after", callback=outcomes)
+        client.flush(5)
+        assert outcomes.wait(1) and outcomes.errors == [None]
+        assert [e["event"] for e in collector.events] == ["before", "after"]
+    finally:
+        client.close(1)
+
+
+def test_a_bug_in_the_spooled_path_fails_the_batch_instead_of_losing_it(
+    collector, tmp_path, monkeypatch
+):
+    client = HtEvents(
+        TEST_WRITE_KEY, host=collector.url, spool_path=str(tmp_path / "s.db"), flush_interval=0.05
+    )
+    try:
+        outcomes = Outcomes()
+
+        def broken_keep(batch):
+            raise RuntimeError("a bug in the spooled path")
+
+        monkeypatch.setattr(client._transport._spooled, "keep", broken_keep)
+        client.track(user_id="u", event="x", callback=outcomes)
+        client.flush(5)
+        assert outcomes.wait(1)
+        [error] = outcomes.errors
+        assert error.reason == "internal_error"
+        assert client.stats()["failed_by_reason"] == {"internal_error": 1}
+    finally:
+        monkeypatch.undo()
         client.close(1)

@@ -101,7 +101,8 @@ def spool(path: str, clock: FakeClock):
 
 def test_messages_come_back_oldest_first_with_their_exact_bytes_and_go_on_delete(spool):
     items = [event(1), '{"name":"Zoë 🎉"}'.encode(), event(3)]
-    assert spool.append(items) == 0
+    appended = spool.append(items)
+    assert appended.evicted == []
     assert (spool.count(), spool.size_bytes()) == (3, sum(map(len, items)))
 
     batch = spool.claim(*EVERYTHING)
@@ -257,12 +258,14 @@ def test_a_lease_expires_in_real_time(path):
 # -- the size bound ----------------------------------------------------------------------------
 
 
-def test_appending_past_max_bytes_evicts_the_oldest_rows_and_counts_them(path):
-    # The transport reports the count as events dropped because the spool was full.
+def test_appending_past_max_bytes_evicts_the_oldest_rows_and_says_which(path):
+    # The transport reports them as dropped because the spool was full, to their callbacks too.
     with Spool(path, max_bytes=1000) as bounded:
-        assert bounded.append([b"%04d" % n + b"x" * 96 for n in range(10)]) == 0  # exactly 1000
+        first = bounded.append([b"%04d" % n + b"x" * 96 for n in range(10)])  # exactly 1000
+        assert first.evicted == [] and list(first.stored) == list(range(1, 11))
 
-        assert bounded.append([b"%04d" % n + b"x" * 96 for n in (10, 11, 12)]) == 3
+        then = bounded.append([b"%04d" % n + b"x" * 96 for n in (10, 11, 12)])
+        assert then.evicted == [1, 2, 3] and list(then.stored) == [11, 12, 13]
 
         kept = bounded.claim(*EVERYTHING)
         assert [m.data[:4] for m in kept] == [b"%04d" % n for n in range(3, 13)]
@@ -274,7 +277,7 @@ def test_rows_under_a_live_lease_are_never_evicted(path, clock):
         bounded.append([event(n, size=100) for n in range(5)])  # 100 bytes each
         in_flight = bounded.claim(2, 10**6)
 
-        assert bounded.append([event(n, size=100) for n in (5, 6)]) == 2
+        assert len(bounded.append([event(n, size=100) for n in (5, 6)]).evicted) == 2
 
         bounded.release([m.row_id for m in in_flight])
         assert numbers(bounded.claim(*EVERYTHING)) == [0, 1, 4, 5, 6]
@@ -285,7 +288,7 @@ def test_when_every_row_is_leased_new_rows_are_kept_anyway_and_nothing_is_counte
         bounded.append([event(0, size=100), event(1, size=100)])
         bounded.claim(*EVERYTHING)
 
-        assert bounded.append([event(2, size=100)]) == 0
+        assert bounded.append([event(2, size=100)]).evicted == []
 
         assert (bounded.count(), bounded.size_bytes()) == (3, 300)  # over the bound, best effort
 
@@ -296,7 +299,7 @@ def test_rows_whose_lease_expired_can_be_evicted(path, clock):
         bounded.claim(1, 10**6)
         clock.advance(11)  # the claimer is presumed dead
 
-        assert bounded.append([event(2, size=100)]) == 1
+        assert len(bounded.append([event(2, size=100)]).evicted) == 1
 
         assert numbers(bounded.claim(*EVERYTHING)) == [1, 2]
 

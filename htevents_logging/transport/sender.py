@@ -161,11 +161,7 @@ class Sender:
             return self._deliver(batch)
         except Exception as exc:
             log(logging.ERROR, "htevents-logging: internal error sending a batch", exc_info=True)
-            return DeliveryError(
-                f"{len(batch)} message(s) not delivered: internal error in htevents-logging "
-                f"({type(exc).__name__}); please report it",
-                reason="internal_error",
-            )
+            return DeliveryError.internal(len(batch), exc)
 
     def _deliver(self, batch: Sequence[Envelope]) -> Optional[DeliveryError]:
         settings = self._settings

@@ -24,8 +24,9 @@ expires sends them again. So does a sender whose lease expired during a long ret
 :meth:`Spool.renew` to prevent that).
 
 Only the standard library is used. Every failure of an open spool is a :class:`sqlite3.Error`
-(``OperationalError`` when the file stays locked beyond the busy timeout or the disk is full,
-``ProgrammingError`` after :meth:`Spool.close`), so the transport can catch that one type. Opening
+(``OperationalError`` when the file stays locked beyond the busy timeout, the disk is full, or
+reopening it after a fork fails, ``ProgrammingError`` after :meth:`Spool.close`), so the
+transport can catch that one type. Opening
 may also raise ``sqlite3.DatabaseError`` (not a spool file, or a newer layout) or ``OSError`` (the
 path or its directory cannot be created).
 """
@@ -44,7 +45,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Optional
 
-__all__ = ["DEFAULT_ENVELOPE_BYTES", "SCHEMA_VERSION", "Spool", "SpooledMessage"]
+__all__ = ["DEFAULT_ENVELOPE_BYTES", "SCHEMA_VERSION", "Appended", "Spool", "SpooledMessage"]
 
 #: Stored in ``PRAGMA user_version``; a file written by a newer, unknown layout is refused.
 SCHEMA_VERSION = 1
@@ -106,6 +107,15 @@ _ABANDONED: list[sqlite3.Connection] = []
 
 # Every open Spool of this process, for the fork hooks at the bottom of this module.
 _LIVE: weakref.WeakSet[Spool] = weakref.WeakSet()
+
+
+@dataclass(frozen=True)
+class Appended:
+    """What :meth:`Spool.append` did: the new rows' ids (in the order of the items) and the
+    ids of the older rows it evicted to stay within ``max_bytes``."""
+
+    stored: Sequence[int]
+    evicted: Sequence[int]
 
 
 @dataclass(frozen=True)
@@ -189,26 +199,29 @@ class Spool:
         """True after :meth:`close`."""
         return self._closed
 
-    def append(self, items: Sequence[bytes]) -> int:
+    def append(self, items: Sequence[bytes]) -> Appended:
         """Store ``items`` (in order, after everything already stored) in one transaction.
 
-        Returns how many rows were evicted to keep the stored bytes within ``max_bytes``: the
+        Returns the new rows' ids, and the rows evicted to keep the stored bytes within
+        ``max_bytes``: the
         oldest stored rows that nobody holds a live lease on (unleased, or leased and expired),
         since during an outage the newest events are the ones worth keeping. Rows under a live
         lease are being sent right now and are never evicted, and the new rows are always
         stored, so the bound is best effort: the spool can exceed it by the leased rows plus
         this call's items, until the next append evicts again. The transport reports the
-        returned count as dropped (``spool_full``).
+        evicted rows as dropped (``spool_full``).
         """
         if not items:
-            return 0
+            return Appended((), ())
         rows = [(len(item), item) for item in items]
         with self._write() as conn:
             (stored,) = conn.execute("SELECT bytes FROM totals WHERE singleton = 0").fetchone()
             excess = int(stored) + sum(size for size, _ in rows) - self._max_bytes
-            evicted = self._evict(conn, excess, self._clock()) if excess > 0 else 0
+            evicted = self._evict(conn, excess, self._clock()) if excess > 0 else []
             conn.executemany("INSERT INTO messages (size, data) VALUES (?, ?)", rows)
-        return evicted
+            # Under the write lock each new row got the next id: they are the last ones.
+            (last,) = conn.execute("SELECT max(id) FROM messages").fetchone()
+        return Appended(range(int(last) - len(rows) + 1, int(last) + 1), evicted)
 
     def claim(
         self, max_count: int, max_bytes: int, *, envelope_bytes: int = DEFAULT_ENVELOPE_BYTES
@@ -392,7 +405,12 @@ class Spool:
         if self._pid != os.getpid():  # forked, and the fork hooks did not run: not ours to use
             raise sqlite3.ProgrammingError("call reopen_after_fork() in a forked child first")
         if self._conn is None:
-            self._conn = _connect(self._path)
+            try:
+                self._conn = _connect(self._path)
+            except OSError as error:  # the path, or a file descriptor: one error type to catch
+                raise sqlite3.OperationalError(
+                    f"cannot open the spool at {self._path!r}: {error}"
+                ) from error
         return self._conn
 
     def _before_fork(self) -> None:
@@ -429,26 +447,27 @@ class Spool:
             )
         return int(row[0])
 
-    def _evict(self, conn: sqlite3.Connection, excess: int, now: float) -> int:
+    def _evict(self, conn: sqlite3.Connection, excess: int, now: float) -> list[int]:
         """Delete the oldest rows without a live lease until ``excess`` bytes are freed (or no
-        such row is left); return how many were deleted."""
-        freed = evicted = 0
-        last: Optional[int] = None
+        such row is left); return their ids."""
+        freed = 0
+        evicted: list[int] = []
         cursor = conn.execute(
             "SELECT id, size FROM messages WHERE lease_until <= ? ORDER BY id", (now,)
         )
         try:
             for row_id, size in cursor:
                 freed += int(size)
-                evicted += 1
-                last = int(row_id)
+                evicted.append(int(row_id))
                 if freed >= excess:
                     break
         finally:
             cursor.close()
-        if last is not None:
-            # Exactly the rows counted above: the write lock is held since they were read.
-            conn.execute("DELETE FROM messages WHERE id <= ? AND lease_until <= ?", (last, now))
+        if evicted:
+            # Exactly the rows read above: the write lock is held since they were read.
+            conn.execute(
+                "DELETE FROM messages WHERE id <= ? AND lease_until <= ?", (evicted[-1], now)
+            )
         return evicted
 
 

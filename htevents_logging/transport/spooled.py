@@ -43,14 +43,16 @@ class SpooledDelivery:
         sender: Sender,
         stats: Stats,
         settle: Callable[[Sequence[Envelope], Optional[DeliveryError]], None],
+        report: Callable[[Sequence[Envelope], DeliveryError], None],
     ) -> None:
         self._settings = settings
         self._spool = spool
         self._sender = sender
         self._stats = stats
         self._settle = settle
-        # Stored envelopes someone is to be told about, by their bytes (rows carry no more).
-        self._awaiting: dict[bytes, Envelope] = {}
+        self._report = report
+        # Stored envelopes someone is to be told about, by row id (rows carry only the bytes).
+        self._awaiting: dict[int, Envelope] = {}
         self._retry_at: Optional[float] = None
         if spool.count():
             self._retry_at = time.monotonic()  # what an earlier process kept goes first
@@ -63,26 +65,28 @@ class SpooledDelivery:
     def keep(self, batch: Sequence[Envelope]) -> bool:
         """Store a batch; False (send it as is) if the spool failed."""
         try:
-            evicted = self._spool.append([envelope.data for envelope in batch])
+            appended = self._spool.append([envelope.data for envelope in batch])
         except sqlite3.Error as error:
             _spool_failed(error, "; sending directly")
             return False
-        self._remember(batch)
-        if evicted:
-            self._stats.add("dropped", evicted, reason="spool_full")
-            warn_limited(
-                "dropped:spool_full",
-                "htevents-logging: the spool is full (spool_max_bytes=%d): dropped the %d "
-                "oldest message(s) it kept",
-                self._settings.spool_max_bytes,
-                evicted,
+        self._remember(appended.stored, batch)
+        if appended.evicted:
+            why = (
+                f"the spool is full (spool_max_bytes={self._settings.spool_max_bytes}): "
+                f"dropped the {len(appended.evicted)} oldest message(s) it kept"
             )
+            self._stats.add("dropped", len(appended.evicted), reason="spool_full")
+            warn_limited("dropped:spool_full", "htevents-logging: %s", why)
+            awaiting = self._awaiting
+            told = [awaiting.pop(i) for i in appended.evicted if i in awaiting]
+            if told:
+                self._report(told, DeliveryError(f"message dropped: {why}", reason="spool_full"))
         return True
 
-    def _remember(self, batch: Sequence[Envelope]) -> None:
-        for envelope in batch:
+    def _remember(self, row_ids: Sequence[int], batch: Sequence[Envelope]) -> None:
+        for row_id, envelope in zip(row_ids, batch):
             if envelope.callback is not None or envelope.on_error is not None:
-                self._awaiting[envelope.data] = envelope
+                self._awaiting[row_id] = envelope
 
     def time_left(self) -> Optional[float]:
         """Seconds until the next drain is due, or ``None`` when none is scheduled."""
@@ -108,13 +112,21 @@ class SpooledDelivery:
                     return False
             except sqlite3.Error as spool_error:
                 _spool_failed(spool_error)
+                self._retry_at = time.monotonic() + settings.flush_interval
                 return False
             if not rows:
+                # Empty: what is still awaited was sent by another process sharing the file,
+                # which had no callbacks to call; forget it rather than hold it forever.
+                self._awaiting.clear()
                 return True
-            batch = [self._awaiting.pop(row.data, Envelope(row.data)) for row in rows]
+            ids = [row.row_id for row in rows]
+            awaiting = self._awaiting
+            batch = [
+                awaiting.pop(row.row_id) if row.row_id in awaiting else Envelope(row.data)
+                for row in rows
+            ]
             error = self._sender.send(batch)
             kept = error is not None and error.reason in KEPT_REASONS
-            ids = [row.row_id for row in rows]
             try:
                 if kept:
                     self._spool.release(ids)
@@ -123,7 +135,7 @@ class SpooledDelivery:
             except sqlite3.Error as spool_error:
                 _spool_failed(spool_error)
             if kept:
-                self._remember(batch)
+                self._remember(ids, batch)
                 self._retry_at = time.monotonic() + settings.flush_interval
                 warn_limited(
                     "spool-kept",

@@ -66,7 +66,7 @@ class Transport:
         self._spooled: Optional[SpooledDelivery] = None
         if self._spool is not None:
             self._spooled = SpooledDelivery(
-                settings, self._spool, self._sender, self.stats, self._settle
+                settings, self._spool, self._sender, self.stats, self._settle, self._report
             )
         self._batcher = Batcher(
             settings.max_events_in_batch,
@@ -136,10 +136,20 @@ class Transport:
     # -- the listener thread --------------------------------------------------------------
 
     def _export(self, batch: Sequence[Envelope]) -> None:
-        if self._spooled is not None and self._spooled.keep(batch):
-            self._drain_spool(False)
-            return
-        self._send(batch)
+        """Send a batch (through the spool, when there is one). Never raises: a bug here fails
+        the batch with reason ``internal_error`` rather than losing it."""
+        kept = False
+        try:
+            if self._spooled is not None:
+                kept = self._spooled.keep(batch)
+            if kept:
+                self._drain_spool(False)
+            else:
+                self._send(batch)
+        except Exception as exc:
+            log(logging.ERROR, "htevents-logging: internal error exporting a batch", exc_info=True)
+            if not kept:  # a kept batch is safe in the spool
+                self._settle(batch, DeliveryError.internal(len(batch), exc))
 
     def _send(self, batch: Sequence[Envelope]) -> None:
         with self._settle_lock:
