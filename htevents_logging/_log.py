@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import sys
 import threading
 import time
@@ -91,6 +92,17 @@ def reset_warning_limits() -> None:
     """Forget past warnings (for tests, and for a child after fork)."""
     with _lock:
         _last.clear()
+
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent may have held the lock at the fork; it does not exist here.
+    global _lock
+    _lock = threading.Lock()
+    _last.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class DebugOutput(logging.StreamHandler):  # type: ignore[type-arg]

@@ -110,3 +110,32 @@ def test_events_from_multiprocessing_workers_are_all_delivered(collector, method
     assert collector.wait_for_events(101, timeout=10), len(collector.events)
     ids = [e["messageId"] for e in collector.events]
     assert len(ids) == len(set(ids)) == 101
+
+
+def test_a_warning_lock_held_by_a_parent_thread_at_fork_never_blocks_the_child():
+    # Regression: the rate limiter's lock was inherited as it was; a parent thread inside a
+    # warning at the fork left it held forever, and the child's first warning hung its call.
+    result = run(
+        f"""
+        import os, signal, threading
+        from htevents_logging import HtEvents, _log
+        client = HtEvents({TEST_WRITE_KEY!r}, host="http://127.0.0.1:9", flush_interval=60)
+        client.close(0.1)
+        held, release = threading.Event(), threading.Event()
+        def holder():
+            with _log._lock:
+                held.set()
+                release.wait()
+        threading.Thread(target=holder, daemon=True).start()
+        held.wait()
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(5)  # a hang is killed, and seen by the parent
+            client.track(user_id="u", event="after close")  # dropped: a warning
+            os._exit(0)
+        release.set()
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+        """
+    )
+    assert result.returncode == 0, result.stderr
