@@ -76,6 +76,7 @@ class HtEvents:
         if self.settings.debug:
             enable_debug_output()
         self._closed = False
+        self._closed_cleanly = True  # what close() returned, for a second call
         self._close_lock = threading.Lock()
         self._on_error = self.settings.on_error
         self._transport: Optional[Transport] = None
@@ -283,15 +284,15 @@ class HtEvents:
 
         Later calls still validate and return their message, but nothing is sent: they count
         as ``dropped`` (reason ``after_close``). The shared thread stops when its last user
-        closes. Idempotent.
+        closes. Idempotent: a second call returns what the first did.
         """
         with self._close_lock:
             if self._closed:
-                return True
+                return self._closed_cleanly
             self._closed = True
-        if self._transport is None:
-            return True
-        return release_transport(self._transport, self._timeout(timeout))
+            if self._transport is not None:
+                self._closed_cleanly = release_transport(self._transport, self._timeout(timeout))
+            return self._closed_cleanly
 
     def stats(self) -> dict[str, Any]:
         """Counts since start, for this client's (shared) transport.

@@ -241,3 +241,52 @@ def test_a_bug_in_the_spooled_path_fails_the_batch_instead_of_losing_it(
     finally:
         monkeypatch.undo()
         client.close(1)
+
+
+def test_close_says_false_while_the_spool_still_keeps_messages(collector, tmp_path):
+    collector.script(*[Reply(503)] * 20)
+    client = HtEvents(
+        TEST_WRITE_KEY,
+        host=collector.url,
+        spool_path=str(tmp_path / "s.db"),
+        flush_interval=0.05,
+        max_retries=0,
+    )
+    client.track(user_id="u", event="x")
+    assert client.flush(2) is False  # kept, not settled
+    assert client.close(2) is False  # the same at close
+    assert spool_rows(tmp_path / "s.db") == 1
+
+
+def test_renewing_a_transport_after_fork_does_no_spool_io(tmp_path, monkeypatch):
+    # Regression: the child's transport looked into the spool inside the fork hook; a spool
+    # locked by another process then held the fork for 5 s and left the transport half made.
+    client = HtEvents(TEST_WRITE_KEY, host="http://127.0.0.1:9", spool_path=str(tmp_path / "s.db"))
+    try:
+        transport = client._transport
+
+        def no_io(*args, **kwargs):
+            raise AssertionError("spool I/O in the fork hook")
+
+        for name in ("count", "claim", "append", "_connection"):
+            monkeypatch.setattr(transport._spool, name, no_io)
+        transport.reset_after_fork()
+    finally:
+        monkeypatch.undo()
+        client.close(0.5)
+
+
+def test_a_spool_lease_outlasts_the_longest_send_retry_after_included(tmp_path):
+    client = HtEvents(
+        TEST_WRITE_KEY,
+        host="http://127.0.0.1:9",
+        spool_path=str(tmp_path / "s.db"),
+        max_retries=3,
+        http_request_timeout=10,
+        retry_after_max=60,
+    )
+    try:
+        # 4 requests of 10 s and 3 waits of up to 60 s (a server's Retry-After): 220 s.
+        assert client._transport._spool._lease_seconds >= 220
+    finally:
+        client.close(0.5)

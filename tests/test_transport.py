@@ -8,6 +8,7 @@ connection.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 
@@ -15,7 +16,7 @@ import pytest
 from conftest import TEST_WRITE_KEY
 from helpers import Outcomes, transport_threads, wait_until
 
-from htevents_logging import DeliveryError, HtEvents, MessageTooLargeError
+from htevents_logging import DeliveryError, HtEvents, HtEventsHandler, MessageTooLargeError
 from htevents_logging.collector import Cut, Drop, Hang, Reply
 from htevents_logging.transport.sender import is_retryable_status, parse_retry_after
 
@@ -499,3 +500,199 @@ def test_closing_one_sharer_leaves_the_other_working(collector, make_client):
     second.track(user_id="u", event="still works")
     assert second.flush(5)
     assert [e["event"] for e in collector.events] == ["still works"]
+
+
+# -- every message gets one outcome, whatever the timing ----------------------------------------
+
+
+class PausingQueue:
+    """The transport's queue, but ``qsize()`` on the thread named "app" waits to be resumed:
+    it opens the window between enqueue()'s checks and its put."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.paused = threading.Event()
+        self.resume = threading.Event()
+
+    def qsize(self):
+        if threading.current_thread().name == "app":
+            self.paused.set()
+            self.resume.wait(5)
+        return self.inner.qsize()
+
+    def put(self, item):
+        self.inner.put(item)
+
+    def get(self, *args, **kwargs):
+        return self.inner.get(*args, **kwargs)
+
+    def get_nowait(self):
+        return self.inner.get_nowait()
+
+
+def test_a_message_that_races_close_is_dropped_and_reported_never_stranded(collector, make_client):
+    # Regression: a call that passed the "closed?" check just before close() put its message
+    # after the thread had taken its last one: never sent, never counted, close() said True.
+    client = make_client()
+    client.track(user_id="u", event="warm-up")
+    assert client.flush(5)
+    transport = client._transport
+    paused = PausingQueue(transport._queue)
+    transport._queue = transport._listener._queue = transport._listener.queue = paused
+    outcomes = Outcomes()
+    app = threading.Thread(
+        name="app", target=lambda: client.track(user_id="u", event="late", callback=outcomes)
+    )
+    app.start()
+    assert paused.paused.wait(5)
+    assert client.close(5) is True  # nothing was queued yet when it closed
+    paused.resume.set()
+    app.join(5)
+    [error] = outcomes.errors
+    assert isinstance(error, DeliveryError) and error.reason == "after_close"
+    assert client.stats()["dropped_by_reason"] == {"after_close": 1}
+
+
+def test_a_callback_that_raises_systemexit_does_not_end_the_thread(collector, make_client):
+    # Regression: callbacks were guarded against Exception only; SystemExit ended the thread
+    # silently, and every later message waited for nobody.
+    def exits(error, message):
+        raise SystemExit("a callback called sys.exit()")
+
+    client = make_client()
+    client.track(user_id="u", event="first", callback=exits)
+    assert client.flush(5)
+    client.track(user_id="u", event="second")
+    assert client.flush(5)
+    assert [e["event"] for e in collector.events] == ["first", "second"]
+
+
+def test_if_the_thread_dies_close_reports_what_it_left_and_says_false(
+    collector, make_client, monkeypatch
+):
+    outcomes = Outcomes()
+    client = make_client(flush_interval=60)
+    transport = client._transport
+    client.track(user_id="u", event="held", callback=outcomes)  # in the batch being built
+    assert wait_until(lambda: len(transport._batcher) == 1)
+
+    def crash(record):
+        raise SystemExit("a bug that ends the thread")
+
+    monkeypatch.setattr(transport._listener, "handle", crash)
+    client.track(user_id="u", event="queued", callback=outcomes)
+    assert wait_until(lambda: not transport._listener.is_alive())
+    client.track(user_id="u", event="after", callback=outcomes)
+    assert client.close(2) is False
+    assert sorted(m["event"] for _, m in outcomes.results) == ["after", "held", "queued"]
+    assert {e.reason for e in outcomes.errors} == {"internal_error"}
+    assert client.stats()["failed_by_reason"] == {"internal_error": 3}
+
+
+def test_flush_requests_are_not_messages(collector, make_client):
+    # Regression: every flush() that timed out left its request in the queue, counted as a
+    # message in enqueued and queue_depth, and taking a place under max_queue_size.
+    collector.script(Hang(3))
+    client = make_client(max_queue_size=4, max_retries=0, http_request_timeout=5)
+    client.track(user_id="u", event="stuck")
+    assert collector.wait_for_requests(1, 5)
+    for _ in range(4):
+        assert client.flush(0.01) is False
+    stats = client.stats()
+    assert (stats["enqueued"], stats["queue_depth"]) == (1, 0)
+    client.track(user_id="u", event="fits")
+    assert client.stats()["dropped"] == 0 and client.stats()["queue_depth"] == 1
+
+
+def test_flush_and_close_from_a_callback_return_at_once(collector, make_client):
+    # Regression: flush() from on_error blocked the transport thread for its whole timeout, and
+    # close() raised RuntimeError("cannot join current thread").
+    seen = {}
+
+    def on_error(error, messages):
+        started = time.monotonic()
+        seen["flush"] = client.flush(3)
+        seen["close"] = client.close(3)
+        seen["took"] = time.monotonic() - started
+
+    collector.script(Reply(401))
+    client = make_client(on_error=on_error)
+    client.track(user_id="u", event="x")
+    assert wait_until(lambda: "took" in seen)
+    assert seen["flush"] is False and seen["close"] is False
+    assert seen["took"] < 2
+
+
+def test_a_thread_that_cannot_start_drops_the_message_and_says_why(make_client, monkeypatch):
+    # Regression: "can't start new thread" (a container's process limit) was raised out of
+    # track(), and a logged event was lost uncounted.
+    real_start = threading.Thread.start
+
+    def refuse(thread):
+        if thread.name == "htevents-transport":
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    failures = []
+    client = make_client(on_error=lambda error, messages: failures.append(error))
+    client.track(user_id="u", event="x")  # does not raise
+    assert client.stats()["dropped_by_reason"] == {"no_thread": 1}
+    [error] = failures
+    assert error.reason == "no_thread" and "can't start new thread" in str(error)
+    monkeypatch.undo()
+    client.track(user_id="u", event="y")  # the next call starts it
+    assert client.flush(5)
+
+
+def test_a_dropped_invalid_payload_is_counted_once_as_rejected(make_client):
+    # Regression: with on_error set, a logged payload dropped after close was also built to be
+    # reported; an invalid one then counted as both dropped and rejected.
+    client = make_client(on_error=lambda error, messages: None)
+    handler = HtEventsHandler(client=client)
+    logger = logging.getLogger("test.dropped.invalid")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        client.close(1)
+        logger.warning("bad", extra={"htevent": {"type": "no-such-type", "userId": "u"}})
+        stats = client.stats()
+        assert (stats["dropped"], stats["rejected"]) == (0, 1)
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_a_second_close_says_what_the_first_did(collector, make_client):
+    collector.script(Hang(5))
+    client = make_client(http_request_timeout=10)
+    client.track(user_id="u", event="x")
+    assert collector.wait_for_requests(1, 5)
+    assert client.close(0.3) is False
+    assert client.close(0.3) is False
+
+
+def test_enqueued_counts_a_message_the_thread_holds_while_a_burst_gathers(make_client):
+    client = make_client(flush_interval=60)
+    client.track(user_id="u", event="x")
+    # Taken off the queue at once, then held while the thread waits for more of a burst.
+    seen = set()
+    until = time.monotonic() + 0.2
+    while time.monotonic() < until:
+        seen.add(client.stats()["enqueued"])
+    assert seen == {1}
+
+
+def test_close_at_its_deadline_reports_the_batch_being_built_too(collector, make_client):
+    # Regression: close() gave up on the batch in flight and the queue, but not on a message
+    # left in the batch being built (here the 17th, cut off by size): never reported.
+    outcomes = Outcomes()
+    collector.script(Hang(20))
+    client = make_client(flush_interval=30, max_events_in_batch=100, http_request_timeout=30)
+    big = "x" * 30_000
+    for i in range(17):  # 16 of ~30 KB fill a request; the 17th waits for the next
+        client.track(user_id="u", event=f"e{i}", properties={"p": big}, callback=outcomes)
+    assert collector.wait_for_requests(1, 5)
+    assert client.close(0.5) is False
+    assert outcomes.wait(17, timeout=5)
+    assert {e.reason for e in outcomes.errors} == {"shutdown_timeout"}
+    assert client.stats()["failed_by_reason"] == {"shutdown_timeout": 17}

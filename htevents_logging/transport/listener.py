@@ -65,6 +65,7 @@ class BatchListener(logging.handlers.QueueListener):
         max_backlog: int = 0,
         idle: Optional[Callable[[bool], bool]] = None,
         idle_time_left: Optional[Callable[[], Optional[float]]] = None,
+        marker_taken: Optional[Callable[[], None]] = None,
     ) -> None:
         super().__init__(queue)
         self._queue = queue
@@ -75,9 +76,21 @@ class BatchListener(logging.handlers.QueueListener):
         self._max_backlog = max(batcher.max_events, max_backlog)
         self._idle = idle
         self._idle_time_left = idle_time_left
-        #: Messages taken off the queue so far (written by this thread only).
+        self._marker_taken = marker_taken or (lambda: None)
+        #: Messages taken off the queue so far (by this thread, or by ``close()`` once this
+        #: thread is stuck or gone).
         self.taken = 0
+        #: Set, once closing, when the queue was found empty for the last time: a message put
+        #: after that is nobody's to send (see ``Transport.enqueue``).
+        self.finished = False
+        #: Set if the thread died of an exception (a bug of ours): ``close()`` then reports
+        #: what it left behind.
+        self.crashed = False
+        #: The message taken off the queue and not yet in a batch (what a crash would drop).
+        self.in_hand: Any = None
         self._batcher = batcher
+        # Guards the batch being built: close() takes it when the thread is stuck in a request.
+        self._batch_lock = threading.Lock()
         self._export = export
         self._closing = closing
 
@@ -105,8 +118,16 @@ class BatchListener(logging.handlers.QueueListener):
         _transport_threads.add(ident)
         try:
             self._monitor()  # type: ignore[attr-defined]
+        except BaseException:
+            self.crashed = True
+            log(logging.ERROR, "htevents-logging: the transport thread died", exc_info=True)
         finally:
             _transport_threads.discard(ident)
+
+    def take_held(self) -> list[Envelope]:
+        """Take the batch being built (for ``close()``, when the thread is stuck or gone)."""
+        with self._batch_lock:
+            return self._batcher.take()
 
     def dequeue(self, block: bool) -> Any:
         """Next item (letting a burst gather first, see ``LINGER``); a tick when the current
@@ -114,13 +135,22 @@ class BatchListener(logging.handlers.QueueListener):
         try:
             if self._closing.is_set():
                 try:
-                    return self._queue.get_nowait()
+                    item = self._queue.get_nowait()
                 except queue.Empty:
-                    return TICK if len(self._batcher) else _SENTINEL
-            item = self._queue.get(block, self._time_left())
+                    if len(self._batcher):
+                        return TICK
+                    self.finished = True
+                    item = self._queue.get_nowait()  # one put may have raced the flag
+            else:
+                item = self._queue.get(block, self._time_left())
         except queue.Empty:
-            return TICK
-        if item is not TICK and not isinstance(item, FlushRequest) and not len(self._batcher):
+            return TICK if not self.finished else _SENTINEL
+        if item is TICK or isinstance(item, FlushRequest):
+            self._marker_taken()
+            return item
+        self.taken += 1
+        self.in_hand = item
+        if not len(self._batcher) and not self._closing.is_set():
             self._batcher.start_clock()  # flush_interval counts from here, lingering included
             if self._queue.qsize() < self._batcher.max_events:
                 self._linger_while_busy()
@@ -164,18 +194,26 @@ class BatchListener(logging.handlers.QueueListener):
                 if self._idle is not None:
                     self._idle(False)
             elif isinstance(record, FlushRequest):
-                self._hurry.clear()
-                self._send_pending()
-                if self._idle is not None:
-                    record.ok = self._idle(True)
-                record.done.set()
+                try:
+                    self._hurry.clear()
+                    self._send_pending()
+                    if self._idle is not None:
+                        record.ok = self._idle(True)
+                except Exception:
+                    record.ok = False
+                    raise
+                finally:
+                    record.done.set()
             else:
-                self.taken += 1
                 envelope = self.prepare(record)
                 if envelope is None:
+                    self.in_hand = None
                     self._discard()
                     return
-                for batch in self._batcher.add(envelope):
+                with self._batch_lock:
+                    ready = self._batcher.add(envelope)
+                    self.in_hand = None
+                for batch in ready:
                     self._export(batch)
         except Exception:
             log(
@@ -185,6 +223,7 @@ class BatchListener(logging.handlers.QueueListener):
             )
 
     def _send_pending(self) -> None:
-        batch = self._batcher.take()  # also stops the clock of a batch left empty
+        with self._batch_lock:
+            batch = self._batcher.take()  # also stops the clock of a batch left empty
         if batch:
             self._export(batch)

@@ -53,14 +53,9 @@ class SpooledDelivery:
         self._report = report
         # Stored envelopes someone is to be told about, by row id (rows carry only the bytes).
         self._awaiting: dict[int, Envelope] = {}
-        self._retry_at: Optional[float] = None
-        if spool.count():
-            self._retry_at = time.monotonic()  # what an earlier process kept goes first
-
-    @property
-    def has_work(self) -> bool:
-        """True when a drain is scheduled (the transport then starts its thread at once)."""
-        return self._retry_at is not None
+        # A first drain is due as soon as the thread runs: what an earlier process kept goes
+        # first. (Not looked up here: in a forked child this runs in the fork hook, no I/O.)
+        self._retry_at: Optional[float] = time.monotonic()
 
     def keep(self, batch: Sequence[Envelope]) -> bool:
         """Store a batch; False (send it as is) if the spool failed."""

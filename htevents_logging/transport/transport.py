@@ -20,13 +20,15 @@ from ..errors import DeliveryError
 from ..settings import Settings
 from .batcher import Batcher
 from .envelope import Envelope, FlushRequest, Queueable, messages_of
-from .listener import TICK, BatchListener
+from .listener import TICK, BatchListener, is_transport_thread
 from .sender import Sender
 from .spool import Spool
 from .spooled import SpooledDelivery
 from .stats import Stats
 
 __all__ = ["Transport"]
+
+_AFTER_CLOSE = "after_close"
 
 
 class Transport:
@@ -40,20 +42,24 @@ class Transport:
         self._start_lock = threading.Lock()
         self._spool: Optional[Spool] = None
         if settings.spool_path is not None:
-            # A lease must outlast the longest send of a batch (every attempt and backoff).
-            attempts = settings.max_retries + 1
-            longest = attempts * (settings.http_request_timeout + settings.retry_backoff_max)
+            # A lease must outlast the longest send of a batch (every attempt and every wait).
+            longest = (settings.max_retries + 1) * settings.http_request_timeout + (
+                settings.max_retries * max(settings.retry_backoff_max, settings.retry_after_max)
+            )
             self._spool = Spool(
                 settings.spool_path,
                 max_bytes=settings.spool_max_bytes,
                 lease_seconds=max(60.0, longest + 10.0),
             )
         self._setup()
-        if self._spooled is not None and self._spooled.has_work:
-            self._start()
+        if self._spool is not None and self._spool.count():
+            self._start()  # what an earlier process kept goes now, not with the first event
 
     def _setup(self) -> None:
+        """Make the queue, the thread (not started) and the sender: at construction, and in a
+        forked child. No I/O here: in a child it runs inside the fork hook."""
         settings = self.settings
+        self._started = False
         self._closing = threading.Event()
         self._hurry = threading.Event()  # flush() and close(): stop lingering
         self._closed = False
@@ -61,6 +67,8 @@ class Transport:
         # A SimpleQueue is several times cheaper to put to than a queue.Queue; its bound is
         # kept by enqueue() with qsize(), exact but for a few concurrent puts.
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._markers = 0  # flush and close requests in the queue: no messages, not counted
+        self._markers_lock = threading.Lock()
         self._discarded = 0  # drafts the listener rejected (written by the listener only)
         self._sender = Sender(settings, self.stats, self._closing, self._get_deadline)
         self._spooled: Optional[SpooledDelivery] = None
@@ -84,8 +92,8 @@ class Transport:
             max_backlog=settings.max_queue_size // 4,
             idle=self._drain_spool if self._spooled is not None else None,
             idle_time_left=self._spooled.time_left if self._spooled is not None else None,
+            marker_taken=self._marker_taken,
         )
-        self._started = False
         self._abandoned = False
         self._settle_lock = threading.Lock()
         self._in_flight: Optional[Sequence[Envelope]] = None
@@ -95,11 +103,19 @@ class Transport:
     def enqueue(self, item: Queueable) -> bool:
         """Queue one message without waiting; False (and reported) when it is dropped."""
         if self._closed:
-            self.drop(item, "after_close", "the client was closed; nothing more is sent")
+            self.drop(item, _AFTER_CLOSE, "the client was closed; nothing more is sent")
             return False
         if not self._started:
-            self._start()
-        if self._queue.qsize() >= self.settings.max_queue_size:
+            error = self._start()
+            if error is not None:
+                self.drop(
+                    item,
+                    "no_thread",
+                    f"the background thread could not start ({error}): the process is out of "
+                    "threads or memory",
+                )
+                return False
+        if self._queue.qsize() - self._markers >= self.settings.max_queue_size:
             self.drop(
                 item,
                 "queue_full",
@@ -108,25 +124,43 @@ class Transport:
             )
             return False
         self._queue.put(item)
+        if self._closed and self._listener.finished:
+            self._drop_leftovers()  # close() came in between, and the thread has gone
         return True
 
-    def _start(self) -> None:
+    def _start(self) -> Optional[Exception]:
+        """Start the thread (once); the error when it cannot be started."""
         with self._start_lock:
             if not self._started:
-                if self._on_start is not None:
-                    self._on_start()
-                self._listener.start()
+                try:
+                    if self._on_start is not None:
+                        self._on_start()
+                    self._listener.start()
+                except Exception as error:  # RuntimeError: can't start new thread
+                    return error
                 self._started = True
+        return None
+
+    def _put_marker(self, marker: Any) -> None:
+        with self._markers_lock:
+            self._markers += 1
+        self._queue.put(marker)
+
+    def _marker_taken(self) -> None:
+        with self._markers_lock:
+            self._markers -= 1
 
     def drop(self, item: Queueable, reason: str, why: str) -> None:
         """Count a message as dropped, warn (rate-limited), and tell its callback and on_error."""
-        self.stats.add("dropped", reason=reason)
-        warn_limited(f"dropped:{reason}", "htevents-logging dropped a message: %s", why)
         envelope: Optional[Envelope] = None
         if isinstance(item, Envelope):
             envelope = item
         elif item.on_error is not None:
             envelope = item.prepare()  # only built when someone is to be told
+            if envelope is None:
+                return  # invalid: counted and reported as rejected instead
+        self.stats.add("dropped", reason=reason)
+        warn_limited(f"dropped:{reason}", "htevents-logging dropped a message: %s", why)
         if envelope is not None:
             self._report([envelope], DeliveryError(f"message dropped: {why}", reason=reason))
 
@@ -181,23 +215,37 @@ class Transport:
             log(logging.WARNING, "htevents-logging: %s", error)
         self._report(batch, error)
 
-    def _abandon(self) -> None:
-        """At the close deadline, with the thread still stuck in a request: report the
-        in-flight batch and everything still queued as failed, from the closing thread."""
-        self._abandoned = True
-        with self._settle_lock:
-            left: list[Envelope] = list(self._in_flight or ())
-            self._in_flight = None
+    def _take_leftovers(self) -> list[Envelope]:
+        """Everything still queued, prepared (from the closing thread: the transport thread
+        is stuck in a request or gone)."""
+        left: list[Envelope] = []
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                break
-            if not isinstance(item, FlushRequest) and item is not TICK:
-                self._listener.taken += 1
-                envelope = self._listener.prepare(item)
-                if envelope is not None:
-                    left.append(envelope)
+                return left
+            if isinstance(item, FlushRequest) or item is TICK:
+                self._marker_taken()
+                continue
+            self._listener.taken += 1
+            envelope = self._listener.prepare(item)
+            if envelope is None:
+                self._discard()
+            else:
+                left.append(envelope)
+
+    def _take_everything(self) -> list[Envelope]:
+        """The batch in flight, the batch being built and everything queued (see above)."""
+        with self._settle_lock:
+            left: list[Envelope] = list(self._in_flight or ())
+            self._in_flight = None
+        return left + self._listener.take_held() + self._take_leftovers()
+
+    def _abandon(self) -> None:
+        """At the close deadline, with the thread still stuck in a request: report all it
+        holds as failed (or keep it in the spool), from the closing thread."""
+        self._abandoned = True
+        left = self._take_everything()
         if left and self._spooled is not None and self._spooled.keep(left):
             return  # kept for a later process, not failed
         if left:
@@ -211,6 +259,36 @@ class Transport:
                 ),
             )
 
+    def _settle_after_crash(self) -> bool:
+        """After the thread died of a bug of ours: fail all it left (reason
+        ``internal_error``); True when it left nothing."""
+        left = self._take_everything()
+        in_hand, self._listener.in_hand = self._listener.in_hand, None
+        if in_hand is not None:
+            envelope = self._listener.prepare(in_hand)
+            if envelope is None:
+                self._discard()
+            else:
+                left.insert(0, envelope)
+        if left:
+            self._settle(left, DeliveryError.internal(len(left), RuntimeError("thread died")))
+        return not left
+
+    def _drop_leftovers(self) -> bool:
+        """Drop (``after_close``) what was queued after the thread took its last message: a
+        call that raced ``close()``. True when there was none."""
+        clean = True
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return clean
+            if isinstance(item, FlushRequest) or item is TICK:
+                self._marker_taken()
+            else:
+                clean = False
+                self.drop(item, _AFTER_CLOSE, "the client was closed; nothing more is sent")
+
     def _report(self, batch: Sequence[Envelope], error: Optional[DeliveryError]) -> None:
         """Tell each message's callback, and on failure each distinct ``on_error``, once."""
         if error is not None:
@@ -222,13 +300,13 @@ class Transport:
             for on_error, envelopes in by_handler.values():
                 try:
                     on_error(error, messages_of(envelopes))
-                except Exception:
+                except BaseException:  # even SystemExit: it would end the transport thread
                     log(logging.ERROR, "htevents-logging: on_error raised (ignored)", exc_info=True)
         for envelope in batch:
             if envelope.callback is not None:
                 try:
                     envelope.callback(error, envelope.as_message())
-                except Exception:
+                except BaseException:  # even SystemExit: it would end the transport thread
                     log(
                         logging.ERROR,
                         "htevents-logging: a message callback raised (ignored)",
@@ -244,12 +322,12 @@ class Transport:
 
     def queue_depth(self) -> int:
         """Messages waiting in the queue (not counting the batch being built or sent)."""
-        return self._queue.qsize()
+        return max(0, self._queue.qsize() - self._markers)
 
     def enqueued(self) -> int:
         """Messages accepted into the queue so far (counted without a lock on the calling
         thread: those taken off it, plus those waiting)."""
-        return self._listener.taken + self._queue.qsize()
+        return self._listener.taken + self.queue_depth()
 
     def snapshot(self) -> dict[str, Any]:
         """The counts of :meth:`HtEvents.stats`."""
@@ -277,13 +355,17 @@ class Transport:
         """Send everything queued before the call; True when all of it is settled in time.
 
         Under the logging module's lock (``dictConfig`` flushing the old handlers) it asks for
-        the flush and returns False at once: waiting there could deadlock.
+        the flush and returns False at once: waiting there could deadlock. On the transport
+        thread itself (a callback or ``on_error`` calling it) it returns False at once too:
+        the thread cannot wait for itself.
         """
         deadline = time.monotonic() + max(0.0, timeout)
         if not self._started or not self._listener.is_alive():
             return self.pending() <= 0 and not self.kept_in_spool()
+        if is_transport_thread():
+            return False
         request = FlushRequest()
-        self._queue.put(request)
+        self._put_marker(request)
         self._hurry.set()
         if holds_logging_lock():
             return False
@@ -292,10 +374,11 @@ class Transport:
     def close(self, timeout: float) -> bool:
         """Flush within ``timeout``, then stop the thread; later messages are dropped.
 
-        Retries still under way are cut short (no backoff sleeps, no request past the
-        deadline); what is not delivered by then fails with reason ``shutdown_timeout`` and is
-        reported. Returns True when everything was delivered or failed for good in time.
-        Under the logging module's lock it does not wait (see :meth:`flush`): the thread
+        No request starts and no backoff wait ends past the deadline (see ``Sender``); what
+        is not delivered by then fails with reason ``shutdown_timeout`` and is reported (or is
+        kept in the spool). Returns True when everything was delivered or failed for good in
+        time (False when some is only kept in the spool). Under the logging module's lock, or
+        on the transport thread itself, it does not wait (see :meth:`flush`): the thread
         finishes on its own, and the exit hook waits for it.
         """
         deadline = time.monotonic() + max(0.0, timeout)
@@ -305,17 +388,18 @@ class Transport:
             self._closing.set()
             self._hurry.set()
             if self._started:
-                self._queue.put(TICK)  # wake the thread if it waits for work
+                self._put_marker(TICK)  # wake the thread if it waits for work
         if not self._started:
             return True
-        if holds_logging_lock():
+        if holds_logging_lock() or is_transport_thread():
             return False
-        done = self._listener.join(deadline - time.monotonic())
-        if done:
-            self._sender.close()
-        else:
+        if not self._listener.join(deadline - time.monotonic()):
             self._abandon()
-        return done
+            return False
+        self._sender.close()
+        crashed = self._listener.crashed
+        clean = self._settle_after_crash() if crashed else self._drop_leftovers()
+        return clean and not self.kept_in_spool()
 
     def reset_after_fork(self) -> None:
         """In a forked child: a fresh queue, thread and connection pool; the parent's queue
