@@ -11,7 +11,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Callable, Optional
 
 from .._log import holds_logging_lock, log, warn_limited
@@ -215,31 +215,38 @@ class Transport:
             log(logging.WARNING, "htevents-logging: %s", error)
         self._report(batch, error)
 
-    def _take_leftovers(self) -> list[Envelope]:
-        """Everything still queued, prepared (from the closing thread: the transport thread
-        is stuck in a request or gone)."""
-        left: list[Envelope] = []
+    def _drain_queue(self) -> Iterator[Queueable]:
+        """Take the messages still queued, from the closing thread (the transport thread is
+        stuck in a request, or gone); the markers among them are just taken away."""
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                return left
+                return
             if isinstance(item, FlushRequest) or item is TICK:
                 self._marker_taken()
-                continue
-            self._listener.taken += 1
+            else:
+                yield item
+
+    def _prepare_all(self, items: Iterable[Queueable]) -> list[Envelope]:
+        """Build what the transport thread did not get to (the invalid ones are discarded)."""
+        envelopes: list[Envelope] = []
+        for item in items:
             envelope = self._listener.prepare(item)
             if envelope is None:
                 self._discard()
             else:
-                left.append(envelope)
+                envelopes.append(envelope)
+        return envelopes
 
     def _take_everything(self) -> list[Envelope]:
-        """The batch in flight, the batch being built and everything queued (see above)."""
+        """The batch in flight, the batch being built, and everything queued."""
         with self._settle_lock:
             left: list[Envelope] = list(self._in_flight or ())
             self._in_flight = None
-        return left + self._listener.take_held() + self._take_leftovers()
+        queued = list(self._drain_queue())
+        self._listener.taken += len(queued)
+        return left + self._listener.take_held() + self._prepare_all(queued)
 
     def _abandon(self) -> None:
         """At the close deadline, with the thread still stuck in a request: report all it
@@ -260,16 +267,11 @@ class Transport:
             )
 
     def _settle_after_crash(self) -> bool:
-        """After the thread died of a bug of ours: fail all it left (reason
-        ``internal_error``); True when it left nothing."""
-        left = self._take_everything()
+        """After the thread died of a bug of ours: fail all it left, the message it had in
+        hand first (reason ``internal_error``); True when it left nothing."""
         in_hand, self._listener.in_hand = self._listener.in_hand, None
-        if in_hand is not None:
-            envelope = self._listener.prepare(in_hand)
-            if envelope is None:
-                self._discard()
-            else:
-                left.insert(0, envelope)
+        left = self._prepare_all([in_hand] if in_hand is not None else [])
+        left += self._take_everything()
         if left:
             self._settle(left, DeliveryError.internal(len(left), RuntimeError("thread died")))
         return not left
@@ -278,16 +280,10 @@ class Transport:
         """Drop (``after_close``) what was queued after the thread took its last message: a
         call that raced ``close()``. True when there was none."""
         clean = True
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return clean
-            if isinstance(item, FlushRequest) or item is TICK:
-                self._marker_taken()
-            else:
-                clean = False
-                self.drop(item, _AFTER_CLOSE, "the client was closed; nothing more is sent")
+        for item in self._drain_queue():
+            clean = False
+            self.drop(item, _AFTER_CLOSE, "the client was closed; nothing more is sent")
+        return clean
 
     def _report(self, batch: Sequence[Envelope], error: Optional[DeliveryError]) -> None:
         """Tell each message's callback, and on failure each distinct ``on_error``, once."""
