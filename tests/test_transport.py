@@ -671,15 +671,21 @@ def test_a_second_close_says_what_the_first_did(collector, make_client):
     assert client.close(0.3) is False
 
 
-def test_enqueued_counts_a_message_the_thread_holds_while_a_burst_gathers(make_client):
+def test_enqueued_counts_a_message_the_thread_holds_while_a_burst_gathers(make_client, monkeypatch):
     client = make_client(flush_interval=60)
+    lingering, done = threading.Event(), threading.Event()
+
+    def linger():  # hold the message, as the thread does while a burst gathers
+        lingering.set()
+        done.wait(5)
+
+    monkeypatch.setattr(client._transport._listener, "_linger_while_busy", linger)
     client.track(user_id="u", event="x")
-    # Taken off the queue at once, then held while the thread waits for more of a burst.
-    seen = set()
-    until = time.monotonic() + 0.2
-    while time.monotonic() < until:
-        seen.add(client.stats()["enqueued"])
-    assert seen == {1}
+    assert lingering.wait(5)
+    try:
+        assert client.stats()["enqueued"] == 1  # it was 0: taken off the queue, not counted
+    finally:
+        done.set()
 
 
 def test_close_at_its_deadline_reports_the_batch_being_built_too(collector, make_client):
