@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Callable, Optional
+
+#: The repository's root: where a fresh interpreter finds the package and its examples.
+REPO = Path(__file__).resolve().parent.parent
+
+#: The settings the CLI and the examples read from the environment.
+SETTINGS_ENV = ("HT_WRITE_KEY", "HT_HOST", "HT_PATH", "HT_GZIP", "HT_TIMEOUT")
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 5.0) -> bool:
@@ -41,3 +52,27 @@ class Outcomes:
 def transport_threads() -> set[threading.Thread]:
     """The transport threads alive now (compare sets: a count is fooled by one that ends)."""
     return {t for t in threading.enumerate() if t.name == "htevents-transport"}
+
+
+def run_python(
+    *args: str,
+    env: Optional[Mapping[str, str]] = None,
+    cwd: Path = REPO,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python ARGS`` (``"-c", code`` for a snippet) in a fresh interpreter and wait.
+
+    The HT_* settings of this environment are cleared, so a test sets exactly what it means;
+    ``env`` is added on top.
+    """
+    environ = {k: v for k, v in os.environ.items() if k not in SETTINGS_ENV}
+    environ.update(env or {})
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=environ,
+        check=False,
+    )

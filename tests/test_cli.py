@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
 from conftest import TEST_WRITE_KEY
+from helpers import SETTINGS_ENV, run_python
 
 from htevents_logging.cli import main
 from htevents_logging.collector import Collector, Hang, Reply
@@ -19,23 +17,6 @@ from htevents_logging.demo import DEMO_WRITE_KEY
 
 TYPES = ("identify", "track", "page", "screen", "group", "alias")
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-SETTINGS_ENV = ("HT_WRITE_KEY", "HT_HOST", "HT_PATH", "HT_GZIP", "HT_TIMEOUT")
-
-
-def run(
-    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """Run ``python ARGS`` in a fresh interpreter, with the HT_* settings cleared."""
-    environ = {k: v for k, v in os.environ.items() if k not in SETTINGS_ENV}
-    environ.update(env or {})
-    return subprocess.run(
-        [sys.executable, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-        env=environ,
-    )
 
 
 @pytest.fixture(autouse=True)
@@ -55,7 +36,7 @@ def received_section(stdout: str) -> list[str]:
 
 
 def test_demo_sends_every_type_through_every_front_end(tmp_path: Path) -> None:
-    result = run(["-m", "htevents_logging", "demo"], cwd=tmp_path)
+    result = run_python("-m", "htevents_logging", "demo", cwd=tmp_path)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stderr == ""
@@ -82,7 +63,7 @@ def test_demo_without_structlog_sends_through_the_handler(tmp_path: Path) -> Non
         raise SystemExit(main(["demo"]))
         """
     )
-    result = run(["-c", code], cwd=tmp_path)
+    result = run_python("-c", code, cwd=tmp_path)
 
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
@@ -107,7 +88,7 @@ def test_demo_exits_1_and_says_what_is_missing(tmp_path: Path) -> None:
         raise SystemExit(demo.run_demo())
         """
     )
-    result = run(["-c", code], cwd=tmp_path)
+    result = run_python("-c", code, cwd=tmp_path)
 
     assert result.returncode == 1, result.stdout + result.stderr
     assert re.search(r"^0 of 6 events arrived at ", result.stdout, re.MULTILINE)
@@ -141,7 +122,7 @@ def test_demo_restores_the_logging_and_structlog_configuration(tmp_path: Path) -
         print("restored")
         """
     )
-    result = run(["-c", code], cwd=tmp_path)
+    result = run_python("-c", code, cwd=tmp_path)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == "restored\n"
@@ -350,8 +331,8 @@ def test_send_refuses_an_unknown_type(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_send_as_a_command(collector: Collector, tmp_path: Path) -> None:
-    result = run(
-        ["-m", "htevents_logging", "send", "screen", "--json", '{"userId": "7", "name": "Home"}'],
+    result = run_python(
+        *["-m", "htevents_logging", "send", "screen", "--json", '{"userId": "7", "name": "Home"}'],
         cwd=tmp_path,
         env={"HT_WRITE_KEY": TEST_WRITE_KEY, "HT_HOST": collector.url},
     )

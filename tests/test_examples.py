@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -20,26 +19,23 @@ from typing import Any
 
 import pytest
 from conftest import TEST_WRITE_KEY
+from helpers import SETTINGS_ENV, run_python
 
 from htevents_logging.collector import Collector
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-SETTINGS_ENV = ("HT_WRITE_KEY", "HT_HOST", "HT_PATH", "HT_GZIP", "HT_TIMEOUT")
 
 
-def run_python(
+def run_example(
     args: list[str], collector: Collector, cwd: Path, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python ARGS`` with HT_WRITE_KEY / HT_HOST pointing at ``collector``."""
-    env = {k: v for k, v in os.environ.items() if k not in SETTINGS_ENV}
-    env.update(HT_WRITE_KEY=TEST_WRITE_KEY, HT_HOST=collector.url)
-    result = subprocess.run(
-        [sys.executable, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+    """Run ``python ARGS`` with HT_WRITE_KEY / HT_HOST pointing at ``collector``; it must
+    succeed, and never show the key."""
+    result = run_python(
+        *args,
+        env={"HT_WRITE_KEY": TEST_WRITE_KEY, "HT_HOST": collector.url},
         cwd=cwd,
-        env=env,
+        timeout=timeout,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert TEST_WRITE_KEY not in result.stdout + result.stderr
@@ -76,7 +72,7 @@ def by_type(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 def test_dictconfig_basic(collector: Collector, tmp_path: Path) -> None:
-    result = run_python([example("dictconfig_basic.py")], collector, tmp_path)
+    result = run_example([example("dictconfig_basic.py")], collector, tmp_path)
 
     # Delivered by logging.shutdown() at exit, before the process ended.
     assert collector.wait_for_events(2, timeout=5)
@@ -98,7 +94,7 @@ def test_django_settings_runs_without_django(collector: Collector, tmp_path: Pat
         runpy.run_path(sys.argv[1], run_name="__main__")
         """
     )
-    run_python(["-c", code, example("django_settings.py")], collector, tmp_path)
+    run_example(["-c", code, example("django_settings.py")], collector, tmp_path)
 
     assert collector.wait_for_events(1, timeout=5)
     [event] = collector.events
@@ -140,7 +136,7 @@ def test_django_settings_in_django_with_the_middleware(
             assert middleware(request).status_code == 200
         """
     )
-    run_python(["-c", code, example("django_settings.py")], collector, tmp_path)
+    run_example(["-c", code, example("django_settings.py")], collector, tmp_path)
 
     assert collector.wait_for_events(2, timeout=5)
     signed_in, anonymous = collector.events
@@ -173,7 +169,7 @@ def test_flask_app_binds_the_user_per_request(collector: Collector, tmp_path: Pa
         logging.getLogger("shop").info("After", extra={"htevent": {}})
         """
     )
-    run_python(["-c", code, example("flask_app.py")], collector, tmp_path)
+    run_example(["-c", code, example("flask_app.py")], collector, tmp_path)
 
     assert collector.wait_for_events(4, timeout=5)
     first, second, anonymous, after = collector.events

@@ -9,17 +9,13 @@ import textwrap
 
 import pytest
 from conftest import TEST_WRITE_KEY
+from helpers import run_python
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="fork is POSIX-only")
 
 
 def run(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_python("-c", textwrap.dedent(code))
 
 
 def test_a_forked_child_gets_a_fresh_transport_and_never_resends_the_parents_queue(collector):
@@ -103,9 +99,7 @@ def test_events_from_multiprocessing_workers_are_all_delivered(collector, method
             """
         )
     )
-    result = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=90
-    )
+    result = run_python(str(script), timeout=90)
     assert result.returncode == 0, result.stderr
     assert collector.wait_for_events(101, timeout=10), len(collector.events)
     ids = [e["messageId"] for e in collector.events]

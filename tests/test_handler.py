@@ -11,13 +11,12 @@ import sys
 import textwrap
 import threading
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any, Callable
 
 import _app_events
 import pytest
 from conftest import TEST_WRITE_KEY
-from helpers import transport_threads
+from helpers import run_python, transport_threads
 
 from htevents_logging import HtEvents
 from htevents_logging._log import reset_warning_limits
@@ -27,7 +26,6 @@ from htevents_logging.processor import HtEventsProcessor
 from htevents_logging.testing import capture_events
 
 HANDLER_CLASS = "htevents_logging.handler.HtEventsHandler"
-REPO = Path(__file__).resolve().parent.parent
 
 
 # --------------------------------------------------------------------------------------------
@@ -560,13 +558,8 @@ if mode == "explicit":
 
 
 def run_script(url: str, mode: str, shutdown_timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(SHUTDOWN_SCRIPT), url, mode, str(shutdown_timeout)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=REPO,
-        check=False,
+    return run_python(
+        "-c", textwrap.dedent(SHUTDOWN_SCRIPT), url, mode, str(shutdown_timeout), timeout=30
     )
 
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_python
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -26,12 +26,7 @@ pytestmark = [
 
 
 def test_a_million_events_to_a_down_server_hold_memory_flat_and_count_the_drops():
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "memory.py"), "--events", "1000000", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_python(str(BENCHMARKS / "memory.py"), "--events", "1000000", "--json", timeout=300)
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
     print(figures)

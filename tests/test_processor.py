@@ -5,14 +5,12 @@ from __future__ import annotations
 import io
 import json
 import logging
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 from conftest import TEST_WRITE_KEY
+from helpers import run_python
 
 from htevents_logging import HtEvents
 from htevents_logging._log import reset_warning_limits
@@ -22,8 +20,6 @@ from htevents_logging.processor import HtEventsProcessor
 from htevents_logging.testing import capture_events
 
 structlog = pytest.importorskip("structlog")
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,8 +335,6 @@ def test_the_module_imports_without_structlog():
         "p = HtEventsProcessor(disable=True)\n"
         "print(p(None, 'info', {'event': 'e'}))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=30
-    )
+    result = run_python("-c", code, timeout=30)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "{'event': 'e'}"

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from conftest import TEST_WRITE_KEY
+from helpers import run_python
 
 from htevents_logging import HtEvents
 from htevents_logging.collector import Collector
 from htevents_logging.handler import HtEventsHandler
 from htevents_logging.processor import HtEventsProcessor
 from htevents_logging.testing import capture_events, htevents_events  # noqa: F401 (a fixture)
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def test_every_front_end_is_captured_in_order():
@@ -110,8 +106,6 @@ def test_the_module_imports_without_pytest():
         "    HtEvents(disable=True).track(user_id='1', event='e')\n"
         "print(len(events), hasattr(t, 'htevents_events'))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=30
-    )
+    result = run_python("-c", code, timeout=30)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["1", "False"]
