@@ -69,7 +69,7 @@ def _plain_loop(logger: logging.Logger) -> Callable[[int], None]:
 
 
 def stdlib_group(url: str) -> Group:
-    from htevents_logging.handler import HtEventsHandler
+    from htevents_logging._frontends.handler import HtEventsHandler
 
     handler = HtEventsHandler(write_key=WRITE_KEY, host=url)
     ours = _logger("ours", handler)
@@ -103,7 +103,7 @@ def structlog_group(url: str) -> Group:
     import structlog
 
     from htevents_logging import HtEvents
-    from htevents_logging.processor import HtEventsProcessor
+    from htevents_logging._frontends.processor import HtEventsProcessor
 
     client = HtEvents(write_key=WRITE_KEY, host=url)
     devnull = open(os.devnull, "w")  # noqa: SIM115 (closed in finish)

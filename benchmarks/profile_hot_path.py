@@ -30,7 +30,7 @@ from sdks import WRITE_KEY
 
 
 def _case_a(url: str) -> tuple[Callable[[int], None], Callable[[], None]]:
-    from htevents_logging.handler import HtEventsHandler
+    from htevents_logging._frontends.handler import HtEventsHandler
 
     handler = HtEventsHandler(write_key=WRITE_KEY, host=url)
     return _event_loop(_logger("profile", handler)), handler.close

@@ -4,12 +4,12 @@
 (structlog) are the logging front-ends; ``bind`` sets the identity of a request.
 """
 
+from ._client import HtEvents
+from ._frontends.handler import HtEventsHandler
+from ._frontends.processor import HtEventsProcessor
+from ._identity import bind
 from ._version import __version__
-from .client import HtEvents
 from .errors import DeliveryError, HtEventsError, MessageTooLargeError
-from .handler import HtEventsHandler
-from .identity import bind
-from .processor import HtEventsProcessor
 
 __all__ = [
     "DeliveryError",

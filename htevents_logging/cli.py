@@ -20,13 +20,13 @@ from collections.abc import Mapping, Sequence
 from types import FrameType
 from typing import Any, Callable, Optional
 
-from ._log import logger as package_logger
+from ._client import HtEvents
+from ._diagnostics import logger as package_logger
+from ._message import MESSAGE_TYPES
 from ._redact import redact_write_key
+from ._settings import DEFAULT_HOST, DEFAULT_PATH
 from ._version import __version__
-from .client import HtEvents
 from .collector import Collector
-from .message import MESSAGE_TYPES
-from .settings import DEFAULT_HOST, DEFAULT_PATH
 
 __all__ = ["DEFAULT_COLLECT_PORT", "build_parser", "main"]
 

@@ -27,11 +27,11 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Any, Optional, TextIO
 
+from ._client import HtEvents
+from ._frontends.processor import HtEventsProcessor
+from ._identity import bind
 from ._redact import redact_write_key
-from .client import HtEvents
 from .collector import Collector, format_event
-from .identity import bind
-from .processor import HtEventsProcessor
 
 __all__ = ["DEMO_WRITE_KEY", "run_demo"]
 

@@ -32,8 +32,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from . import client as _client
-from .message import Message
+from . import _client
+from ._message import Message
 
 __all__ = ["capture_events"]
 

@@ -14,7 +14,7 @@ import pytest
 from conftest import TEST_WRITE_KEY
 
 from htevents_logging import HtEventsHandler, HtEventsProcessor, bind
-from htevents_logging.message import new_message_id
+from htevents_logging._message import new_message_id
 
 
 @pytest.fixture

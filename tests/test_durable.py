@@ -19,8 +19,8 @@ from conftest import TEST_WRITE_KEY
 from helpers import Outcomes, wait_until
 
 from htevents_logging import HtEvents
+from htevents_logging._transport.spool import Spool
 from htevents_logging.collector import Reply
-from htevents_logging.transport.spool import Spool
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import enum
 import json
 import uuid
 
-from htevents_logging.encoding import dumps
+from htevents_logging._encoding import dumps
 
 
 class Plan(enum.Enum):

@@ -112,12 +112,12 @@ def test_a_warning_lock_held_by_a_parent_thread_at_fork_never_blocks_the_child()
     result = run(
         f"""
         import os, signal, threading
-        from htevents_logging import HtEvents, _log
+        from htevents_logging import HtEvents, _diagnostics
         client = HtEvents({TEST_WRITE_KEY!r}, host="http://127.0.0.1:9", flush_interval=60)
         client.close(0.1)
         held, release = threading.Event(), threading.Event()
         def holder():
-            with _log._lock:
+            with _diagnostics._lock:
                 held.set()
                 release.wait()
         threading.Thread(target=holder, daemon=True).start()

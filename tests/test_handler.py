@@ -19,13 +19,13 @@ from conftest import TEST_WRITE_KEY
 from helpers import run_python, transport_threads
 
 from htevents_logging import HtEvents
-from htevents_logging._log import reset_warning_limits
+from htevents_logging._diagnostics import reset_warning_limits
+from htevents_logging._frontends.handler import HtEventsHandler
+from htevents_logging._frontends.processor import HtEventsProcessor
 from htevents_logging.collector import Collector, Hang
-from htevents_logging.handler import HtEventsHandler
-from htevents_logging.processor import HtEventsProcessor
 from htevents_logging.testing import capture_events
 
-HANDLER_CLASS = "htevents_logging.handler.HtEventsHandler"
+HANDLER_CLASS = "htevents_logging._frontends.handler.HtEventsHandler"
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,7 +235,7 @@ def test_records_of_the_package_s_own_loggers_are_never_events(make_handler):
 
     with capture_events() as events:
         handler.handle(make_record("x", name="htevents_logging", htevent={"userId": "1"}))
-        handler.handle(make_record("x", name="htevents_logging.transport", htevent={}))
+        handler.handle(make_record("x", name="htevents_logging._transport", htevent={}))
         handler.handle(make_record("Kept", name="htevents_logging_app", htevent={"userId": "1"}))
 
     assert [e["event"] for e in events] == ["Kept"]
@@ -537,7 +537,7 @@ def test_behind_dictconfig_queue_handler_and_listener(logging_state, delivery, c
 
 SHUTDOWN_SCRIPT = """
 import logging, os, sys, time
-from htevents_logging.handler import HtEventsHandler
+from htevents_logging._frontends.handler import HtEventsHandler
 
 url, mode, shutdown_timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
 handler = HtEventsHandler(

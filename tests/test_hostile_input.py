@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from htevents_logging import HtEventsHandler, HtEventsProcessor
-from htevents_logging._log import reset_warning_limits
+from htevents_logging._diagnostics import reset_warning_limits
 
 
 class Colour(enum.Enum):

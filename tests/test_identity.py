@@ -12,9 +12,9 @@ import pytest
 from conftest import TEST_WRITE_KEY
 
 from htevents_logging import HtEvents, bind
+from htevents_logging._frontends.handler import HtEventsHandler
+from htevents_logging._frontends.processor import HtEventsProcessor
 from htevents_logging.collector import Collector
-from htevents_logging.handler import HtEventsHandler
-from htevents_logging.processor import HtEventsProcessor
 from htevents_logging.testing import capture_events
 
 #: Sends one track with the given payload through one front-end; returns the message built.

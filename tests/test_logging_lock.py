@@ -13,7 +13,7 @@ import time
 from conftest import TEST_WRITE_KEY
 
 from htevents_logging import HtEvents
-from htevents_logging._log import log
+from htevents_logging._diagnostics import log
 from htevents_logging.collector import Reply
 
 

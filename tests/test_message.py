@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from htevents_logging import HtEvents, bind
-from htevents_logging.message import build_message, format_timestamp
+from htevents_logging._message import build_message, format_timestamp
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ from conftest import TEST_WRITE_KEY
 from helpers import run_python
 
 from htevents_logging import HtEvents
-from htevents_logging._log import reset_warning_limits
+from htevents_logging._diagnostics import reset_warning_limits
+from htevents_logging._frontends.handler import HtEventsHandler
+from htevents_logging._frontends.processor import HtEventsProcessor
 from htevents_logging.collector import Collector
-from htevents_logging.handler import HtEventsHandler
-from htevents_logging.processor import HtEventsProcessor
 from htevents_logging.testing import capture_events
 
 structlog = pytest.importorskip("structlog")
@@ -331,7 +331,7 @@ def test_client_and_settings_together_are_refused():
 def test_the_module_imports_without_structlog():
     code = (
         "import sys; sys.modules['structlog'] = None\n"
-        "from htevents_logging.processor import HtEventsProcessor\n"
+        "from htevents_logging._frontends.processor import HtEventsProcessor\n"
         "p = HtEventsProcessor(disable=True)\n"
         "print(p(None, 'info', {'event': 'e'}))\n"
     )

@@ -12,7 +12,7 @@ from conftest import TEST_WRITE_KEY
 from helpers import Outcomes
 
 from htevents_logging import HtEvents, HtEventsHandler, HtEventsProcessor
-from htevents_logging._log import disable_debug_output
+from htevents_logging._diagnostics import disable_debug_output
 from htevents_logging.collector import Drop, Reply
 
 
@@ -86,7 +86,7 @@ def test_debug_output_follows_the_current_stderr(monkeypatch):
     file'."""
     import io
 
-    from htevents_logging._log import enable_debug_output, log
+    from htevents_logging._diagnostics import enable_debug_output, log
 
     enable_debug_output()
     first, second = io.StringIO(), io.StringIO()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from htevents_logging import HtEvents
-from htevents_logging.settings import Settings
+from htevents_logging._settings import Settings
 
 KEY = "sk_live_0123456789abcdef"
 

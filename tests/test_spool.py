@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from helpers import wait_until
 
-from htevents_logging.transport import spool as spool_module
-from htevents_logging.transport.spool import Spool, SpooledMessage
+from htevents_logging._transport import spool as spool_module
+from htevents_logging._transport.spool import Spool, SpooledMessage
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="needs fork and SIGKILL")
 

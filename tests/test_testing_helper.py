@@ -9,9 +9,9 @@ from conftest import TEST_WRITE_KEY
 from helpers import run_python
 
 from htevents_logging import HtEvents
+from htevents_logging._frontends.handler import HtEventsHandler
+from htevents_logging._frontends.processor import HtEventsProcessor
 from htevents_logging.collector import Collector
-from htevents_logging.handler import HtEventsHandler
-from htevents_logging.processor import HtEventsProcessor
 from htevents_logging.testing import capture_events, htevents_events  # noqa: F401 (a fixture)
 
 

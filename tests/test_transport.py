@@ -17,8 +17,8 @@ from conftest import TEST_WRITE_KEY
 from helpers import Outcomes, transport_threads, wait_until
 
 from htevents_logging import DeliveryError, HtEvents, HtEventsHandler, MessageTooLargeError
+from htevents_logging._transport.sender import is_retryable_status, parse_retry_after
 from htevents_logging.collector import Cut, Drop, Hang, Reply
-from htevents_logging.transport.sender import is_retryable_status, parse_retry_after
 
 
 @pytest.fixture

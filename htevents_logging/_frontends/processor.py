@@ -22,9 +22,9 @@ from typing import Any, Optional
 
 from typing_extensions import Unpack
 
-from .client import ClientSettings, HtEvents
-from .frontend import DEFAULT_PAYLOAD_KEY, Origin, make_client, reject, send_payload
-from .transport import is_transport_thread
+from .._client import ClientSettings, HtEvents
+from .._transport import is_transport_thread
+from .shared import DEFAULT_PAYLOAD_KEY, Origin, make_client, reject, send_payload
 
 __all__ = ["HtEventsProcessor"]
 

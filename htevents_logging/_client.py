@@ -12,14 +12,13 @@ from typing import Any, Optional
 
 from typing_extensions import TypedDict, Unpack
 
-from ._log import enable_debug_output
+from ._diagnostics import enable_debug_output
+from ._encoding import MAX_MESSAGE_BYTES, dumps
+from ._identity import Identity
+from ._message import CURRENT_IDENTITY, Message, MessageFields, Timestamp, build_message
 from ._redact import redact_write_key
-from .encoding import MAX_MESSAGE_BYTES, dumps
-from .errors import MessageTooLargeError
-from .identity import Identity
-from .message import CURRENT_IDENTITY, Message, MessageFields, Timestamp, build_message
-from .settings import ErrorHandler, Settings
-from .transport import (
+from ._settings import ErrorHandler, Settings
+from ._transport import (
     Callback,
     Envelope,
     Queueable,
@@ -27,7 +26,8 @@ from .transport import (
     acquire_transport,
     release_transport,
 )
-from .transport.stats import Stats
+from ._transport.stats import Stats
+from .errors import MessageTooLargeError
 
 __all__ = ["ClientSettings", "HtEvents"]
 

@@ -16,12 +16,12 @@ import time
 from collections.abc import Mapping
 from typing import Any, Callable, Optional, Union
 
-from ._log import warn_limited
-from .client import ClientSettings, HtEvents, capture_sinks
-from .identity import Identity, current_identity
-from .message import Timestamp
-from .settings import ErrorHandler
-from .transport import Envelope
+from .._client import ClientSettings, HtEvents, capture_sinks
+from .._diagnostics import warn_limited
+from .._identity import Identity, current_identity
+from .._message import Timestamp
+from .._settings import ErrorHandler
+from .._transport import Envelope
 
 __all__ = [
     "DEFAULT_PAYLOAD_KEY",

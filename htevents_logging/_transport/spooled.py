@@ -14,10 +14,10 @@ import time
 from collections.abc import Sequence
 from typing import Callable, Optional
 
-from .._log import warn_limited
-from ..encoding import MAX_BATCH_BYTES
+from .._diagnostics import warn_limited
+from .._encoding import MAX_BATCH_BYTES
+from .._settings import Settings
 from ..errors import DeliveryError
-from ..settings import Settings
 from .envelope import Envelope
 from .sender import Sender
 from .spool import Spool

@@ -16,8 +16,8 @@ from typing import Any, Literal, Optional, Union
 
 from typing_extensions import TypedDict
 
+from ._identity import Identity, current_identity
 from ._version import __version__
-from .identity import Identity, current_identity
 
 __all__ = [
     "CURRENT_IDENTITY",

@@ -14,10 +14,10 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Callable, Optional
 
-from .._log import holds_logging_lock, log, warn_limited
-from ..encoding import MAX_BATCH_BYTES
+from .._diagnostics import holds_logging_lock, log, warn_limited
+from .._encoding import MAX_BATCH_BYTES
+from .._settings import Settings
 from ..errors import DeliveryError
-from ..settings import Settings
 from .batcher import Batcher
 from .envelope import Envelope, FlushRequest, Queueable, messages_of
 from .listener import TICK, BatchListener, is_transport_thread

@@ -13,7 +13,7 @@ import threading
 import time
 import weakref
 
-from ..settings import Settings, TransportKey
+from .._settings import Settings, TransportKey
 from .transport import Transport
 
 __all__ = ["acquire_transport", "close_all", "release_transport"]

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
-from .._log import log
+from .._diagnostics import log
 from .batcher import Batcher
 from .envelope import Draft, Envelope, FlushRequest
 

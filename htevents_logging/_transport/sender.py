@@ -16,11 +16,11 @@ from typing import Callable, Optional
 import requests
 from requests.adapters import HTTPAdapter
 
-from .._log import log
+from .._diagnostics import log
 from .._redact import redact_write_key
+from .._settings import Settings
 from .._version import __version__
 from ..errors import DeliveryError
-from ..settings import Settings
 from .envelope import Envelope
 from .stats import Stats
 

@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional, Union
 
 from typing_extensions import Protocol
 
-from ..settings import ErrorHandler
+from .._settings import ErrorHandler
 
 __all__ = ["Callback", "Draft", "Envelope", "FlushRequest", "Queueable", "messages_of"]
 

@@ -33,9 +33,9 @@ from typing import Optional, Union
 
 from typing_extensions import Unpack
 
-from .client import ClientSettings, HtEvents
-from .frontend import DEFAULT_PAYLOAD_KEY, make_client, send_payload
-from .transport import is_transport_thread
+from .._client import ClientSettings, HtEvents
+from .._transport import is_transport_thread
+from .shared import DEFAULT_PAYLOAD_KEY, make_client, send_payload
 
 __all__ = ["DEFAULT_PAYLOAD_KEY", "HtEventsHandler"]
 
