@@ -1,15 +1,18 @@
 """Send Hightouch Events through the logging you already have.
 
 ``HtEvents`` is the client; ``HtEventsHandler`` (stdlib ``logging``) and ``HtEventsProcessor``
-(structlog) are the logging front-ends; ``bind`` sets the identity of a request.
+(structlog) are the logging front-ends; ``bind`` sets the identity of a request. The public
+modules besides this one are ``errors``, ``typing``, ``testing``, ``collector`` and ``cli``;
+every module whose name starts with ``_`` is private and may change.
 """
 
+from . import _lifecycle  # noqa: F401 (installs the fork and exit hooks, once)
 from ._client import HtEvents
 from ._frontends.handler import HtEventsHandler
 from ._frontends.processor import HtEventsProcessor
 from ._identity import bind
 from ._version import __version__
-from .errors import DeliveryError, HtEventsError, MessageTooLargeError
+from .errors import DeliveryError, HtEventsError, MessageTooLargeError, Reason
 
 __all__ = [
     "DeliveryError",
@@ -18,6 +21,7 @@ __all__ = [
     "HtEventsHandler",
     "HtEventsProcessor",
     "MessageTooLargeError",
+    "Reason",
     "__version__",
     "bind",
 ]

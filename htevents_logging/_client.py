@@ -15,25 +15,16 @@ from typing_extensions import TypedDict, Unpack
 from ._diagnostics import enable_debug_output
 from ._encoding import MAX_MESSAGE_BYTES, dumps
 from ._identity import Identity
-from ._message import CURRENT_IDENTITY, Message, MessageFields, Timestamp, build_message
+from ._message import CURRENT_IDENTITY, MessageFields, build_message
 from ._redact import redact_write_key
-from ._settings import ErrorHandler, Settings
-from ._transport import (
-    Callback,
-    Envelope,
-    Queueable,
-    Transport,
-    acquire_transport,
-    release_transport,
-)
-from ._transport.stats import Stats
-from .errors import MessageTooLargeError
+from ._settings import Settings
+from ._time import Timestamp
+from ._transport import Envelope, Outlet, Queueable, acquire, release
+from ._transport.ledger import Ledger
+from .errors import MessageTooLargeError, Reason
+from .typing import Callback, ErrorHandler, Message
 
 __all__ = ["ClientSettings", "HtEvents"]
-
-#: Lists that receive every message instead of the transport while a
-#: :func:`htevents_logging.testing.capture_events` block is active.
-capture_sinks: list[list[Message]] = []
 
 
 class ClientSettings(TypedDict, total=False):
@@ -79,20 +70,17 @@ class HtEvents:
         self._closed_cleanly = True  # what close() returned, for a second call
         self._close_lock = threading.Lock()
         self._on_error = self.settings.on_error
-        self._transport: Optional[Transport] = None
-        self._own_stats = Stats()  # a disabled client's
-        if not self.settings.disable:
-            self._transport = acquire_transport(self.settings)
+        self._transport: Outlet = acquire(self.settings)
 
     @property
-    def _stats(self) -> Stats:
-        # Looked up each time: a forked child's transport starts a new Stats.
-        transport = self._transport
-        return transport.stats if transport is not None else self._own_stats
+    def _ledger(self) -> Ledger:
+        # Looked up each time: a forked child's transport starts a new ledger.
+        return self._transport.ledger
 
-    def _count_rejected(self) -> None:
-        """Count a logged payload the front-end could not even read (its own bug)."""
-        self._stats.add("rejected", reason="invalid")
+    def count_rejected(self, reason: Reason = Reason.INVALID) -> None:
+        """Count a message as rejected: what a front-end does with a logged payload it could
+        not even read."""
+        self._ledger.reject(reason)
 
     def __repr__(self) -> str:
         state = " disabled" if self.settings.disable else (" closed" if self._closed else "")
@@ -136,11 +124,7 @@ class HtEvents:
             event_default=event_default,
             timestamp_default=timestamp_default,
         )
-        if capture_sinks:
-            for sink in capture_sinks:
-                sink.append(built)
-        else:
-            self.enqueue(envelope)
+        self.enqueue(envelope)
         return built
 
     def prepare(
@@ -177,10 +161,10 @@ class HtEvents:
                     f"{MAX_MESSAGE_BYTES:,} bytes: send less in properties or traits"
                 )
         except MessageTooLargeError:
-            self._stats.add("rejected", reason="oversize")
+            self.count_rejected(Reason.OVERSIZE)
             raise
         except Exception:  # a ValueError or TypeError naming the field, or a payload's own bug
-            self._count_rejected()
+            self.count_rejected()
             raise
         keep = callback is not None or self._on_error is not None
         return built, Envelope(data, built if keep else None, callback, self._on_error)
@@ -189,20 +173,12 @@ class HtEvents:
         """Hand an encoded message, or a logged event still to be built, to the transport.
 
         Never waits: a full queue or a closed client drops the item, counts and reports it.
-        A disabled client discards it.
+        A disabled client builds it (so mistakes are reported) and sends nothing.
         """
-        transport = self._transport
-        if transport is None:
-            return
         if self._closed:
-            transport.drop(item, "after_close", "this client was closed")
+            self._transport.drop(item, Reason.AFTER_CLOSE, "this client was closed")
         else:
-            transport.enqueue(item)
-
-    @property
-    def sends(self) -> bool:
-        """False for a disabled client: front-ends then validate at once and queue nothing."""
-        return self._transport is not None
+            self._transport.submit(item)
 
     def identify(
         self,
@@ -275,8 +251,6 @@ class HtEvents:
         Returns by ``timeout`` seconds (default: ``shutdown_timeout``) even when the server
         hangs; the messages not settled by then stay queued and go on being sent.
         """
-        if self._transport is None:
-            return True
         return self._transport.flush(self._timeout(timeout))
 
     def close(self, timeout: Optional[float] = None) -> bool:
@@ -290,8 +264,7 @@ class HtEvents:
             if self._closed:
                 return self._closed_cleanly
             self._closed = True
-            if self._transport is not None:
-                self._closed_cleanly = release_transport(self._transport, self._timeout(timeout))
+            self._closed_cleanly = release(self._transport, self._timeout(timeout))
             return self._closed_cleanly
 
     def stats(self) -> dict[str, Any]:
@@ -301,9 +274,7 @@ class HtEvents:
         (invalid or oversize), ``retries``, ``batches``, ``queue_depth``, and the splits
         ``failed_by_reason``, ``dropped_by_reason`` and ``rejected_by_reason``.
         """
-        if self._transport is not None:
-            return self._transport.snapshot()
-        return self._stats.snapshot(0)
+        return self._transport.snapshot()
 
     def __enter__(self) -> HtEvents:
         return self

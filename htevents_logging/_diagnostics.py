@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import sys
 import threading
 import time
@@ -94,15 +93,12 @@ def reset_warning_limits() -> None:
         _last.clear()
 
 
-def _after_fork_in_child() -> None:
-    # A thread of the parent may have held the lock at the fork; it does not exist here.
+def after_fork_in_child() -> None:
+    """In a forked child: a new lock (a thread of the parent may have held the old one at the
+    fork, and it does not exist here), and no memory of the parent's warnings."""
     global _lock
     _lock = threading.Lock()
     _last.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class DebugOutput(logging.StreamHandler):  # type: ignore[type-arg]

@@ -8,24 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Callable, Optional, Union
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
 
 from ._redact import redact_write_key
+from .typing import ErrorHandler
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PATH", "ErrorHandler", "Settings", "TransportKey"]
+__all__ = ["DEFAULT_HOST", "DEFAULT_PATH", "WRITE_KEY_ENV", "Settings"]
 
 DEFAULT_HOST = "https://us-east-1.hightouch-events.com"
 DEFAULT_PATH = "/v1/batch"
+#: The environment variable the write key is read from when none is given.
 WRITE_KEY_ENV = "HT_WRITE_KEY"
-
-#: ``on_error(error, messages)``: called on the transport thread for every message that failed
-#: for good (or was dropped), with the messages as they were sent.
-ErrorHandler = Callable[[BaseException, Sequence[dict[str, Any]]], Any]
-
-#: The settings that decide which transport a client uses. Equal keys share one transport.
-TransportKey = tuple[Any, ...]
 
 
 def _positive_number(name: str, value: Any, *, allow_zero: bool = False) -> float:
@@ -49,6 +43,11 @@ class Settings:
     """The validated settings of one :class:`~htevents_logging.HtEvents` client.
 
     Build it with :meth:`Settings.create`, which applies defaults and checks every value.
+
+    It is also the sharing key: front-ends whose settings are equal share one transport (one
+    queue, one thread, one connection pool). Equality and the hash take every field except
+    the few marked per-client (``disable``, ``on_error``, ``debug``), so a new setting is part
+    of the key unless it says otherwise, and cannot be left out of it by mistake.
     """
 
     write_key: Optional[str]
@@ -58,14 +57,14 @@ class Settings:
     max_events_in_batch: int = 15
     flush_interval: float = 10.0
     http_request_timeout: float = 10.0
-    disable: bool = False
+    disable: bool = field(default=False, compare=False)  # per client
     max_queue_size: int = 100_000
     gzip: bool = False
-    on_error: Optional[ErrorHandler] = None
+    on_error: Optional[ErrorHandler] = field(default=None, compare=False)  # per client
     shutdown_timeout: float = 5.0
     spool_path: Optional[str] = None
     spool_max_bytes: int = 64 * 1024 * 1024
-    debug: bool = False
+    debug: bool = field(default=False, compare=False)  # per client
     retry_backoff: float = 0.5
     retry_backoff_max: float = 30.0
     retry_after_max: float = 60.0
@@ -86,6 +85,11 @@ class Settings:
             )
         if kwargs.get("write_key") is None:
             kwargs["write_key"] = os.environ.get(WRITE_KEY_ENV) or None
+        spool_path = kwargs.get("spool_path")
+        if spool_path is not None:
+            if not isinstance(spool_path, (str, os.PathLike)):
+                raise TypeError("spool_path must be a path")
+            kwargs["spool_path"] = os.path.abspath(spool_path)  # one file, however spelled
         settings = cls(**kwargs)
         settings._validate()
         return settings
@@ -128,25 +132,6 @@ class Settings:
     def url(self) -> str:
         """The full endpoint, ``host`` (a trailing ``/`` tolerated) plus ``path``."""
         return self.host.rstrip("/") + self.path
-
-    def transport_key(self) -> TransportKey:
-        """The settings a transport is built from: front-ends with equal keys share one."""
-        return (
-            self.write_key,
-            self.url,
-            self.max_retries,
-            self.max_events_in_batch,
-            self.flush_interval,
-            self.http_request_timeout,
-            self.max_queue_size,
-            self.gzip,
-            self.shutdown_timeout,
-            os.path.abspath(self.spool_path) if self.spool_path is not None else None,
-            self.spool_max_bytes,
-            self.retry_backoff,
-            self.retry_backoff_max,
-            self.retry_after_max,
-        )
 
     def __repr__(self) -> str:
         shown: list[str] = []

@@ -1,10 +1,62 @@
-"""The exceptions users see, each saying what went wrong and what to do about it."""
+"""The exceptions users see, and the reasons a message is not delivered.
+
+Every outcome other than "delivered" has a :class:`Reason`. It is what ``stats()`` counts under
+``failed_by_reason``, ``dropped_by_reason`` and ``rejected_by_reason``, and what
+``DeliveryError.reason`` holds, so handling code can branch on it.
+"""
 
 from __future__ import annotations
 
+import enum
 from typing import Optional
 
-__all__ = ["DeliveryError", "HtEventsError", "MessageTooLargeError"]
+__all__ = ["DeliveryError", "HtEventsError", "MessageTooLargeError", "Reason"]
+
+
+class Reason(str, enum.Enum):
+    """Why a message was not delivered; a ``str``, so ``error.reason == "queue_full"`` holds.
+
+    Each reason belongs to one counter of ``stats()`` (:attr:`counter`): ``failed`` (a send
+    was tried and will not succeed), ``dropped`` (it was never sent) or ``rejected`` (it was
+    invalid). This table is the one list of reasons: the README's and ``DeliveryError``'s are
+    checked against it by the test suite.
+    """
+
+    counter: str
+
+    def __new__(cls, value: str, counter: str) -> Reason:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.counter = counter
+        return member
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    #: The server answered 3xx (a redirect is never followed): check ``host`` and ``path``.
+    HTTP_3XX = ("http_3xx", "failed")
+    #: The server answered 4xx: the request itself is wrong (write key, host or path).
+    HTTP_4XX = ("http_4xx", "failed")
+    #: The server answered 501 or 505, which a retry cannot change.
+    HTTP_5XX = ("http_5xx", "failed")
+    #: Every attempt failed (network errors, timeouts, 408, 429, 5xx).
+    RETRIES_EXHAUSTED = ("retries_exhausted", "failed")
+    #: ``close()`` or exit came before the server answered.
+    SHUTDOWN_TIMEOUT = ("shutdown_timeout", "failed")
+    #: A bug in htevents-logging (logged with its traceback).
+    INTERNAL_ERROR = ("internal_error", "failed")
+    #: The bounded queue was full: the server is slow or down.
+    QUEUE_FULL = ("queue_full", "dropped")
+    #: Sent after ``close()``.
+    AFTER_CLOSE = ("after_close", "dropped")
+    #: The spool reached ``spool_max_bytes`` and dropped its oldest messages.
+    SPOOL_FULL = ("spool_full", "dropped")
+    #: The background thread could not be started.
+    NO_THREAD = ("no_thread", "dropped")
+    #: The message was invalid (the warning or exception names the field).
+    INVALID = ("invalid", "rejected")
+    #: The message was over 32 KB as JSON.
+    OVERSIZE = ("oversize", "rejected")
 
 
 class HtEventsError(Exception):
@@ -18,19 +70,19 @@ class MessageTooLargeError(HtEventsError, ValueError):
 class DeliveryError(HtEventsError):
     """A message could not be delivered, and never will be by this process.
 
-    It is what ``callback(error, message)`` and ``on_error(error, messages)`` receive. ``reason``
-    is the key :meth:`HtEvents.stats` counts it under in ``failed_by_reason`` or
-    ``dropped_by_reason`` (``"http_4xx"``, ``"retries_exhausted"``, ``"shutdown_timeout"``,
-    ``"queue_full"``, ``"after_close"``, ``"spool_full"``, ``"internal_error"``; the README
-    lists them all), so handling code can branch on it; ``status`` is the last HTTP status when
-    there was one, and ``attempts`` how many requests were made.
+    It is what ``callback(error, message)`` and ``on_error(error, messages)`` receive.
+    ``reason`` is a :class:`Reason`, the key :meth:`HtEvents.stats` counts it under:
+    ``http_3xx``, ``http_4xx``, ``http_5xx``, ``retries_exhausted``, ``shutdown_timeout``,
+    ``internal_error``, ``queue_full``, ``after_close``, ``spool_full`` or ``no_thread``.
+    ``status`` is the last HTTP status when there was one, and ``attempts`` how many
+    requests were made.
     """
 
     def __init__(
         self,
         message: str,
         *,
-        reason: str,
+        reason: Reason,
         status: Optional[int] = None,
         attempts: int = 0,
     ) -> None:
@@ -46,5 +98,5 @@ class DeliveryError(HtEventsError):
         return cls(
             f"{count} message(s) not delivered: internal error in htevents-logging "
             f"({type(error).__name__}); please report it",
-            reason="internal_error",
+            reason=Reason.INTERNAL_ERROR,
         )

@@ -32,8 +32,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from . import _client
-from ._message import Message
+from ._transport import install, uninstall
+from ._transport.exporters import CapturingExporter
+from .typing import Message
 
 __all__ = ["capture_events"]
 
@@ -42,9 +43,12 @@ __all__ = ["capture_events"]
 def capture_events() -> Iterator[list[Message]]:
     """Collect every message built inside the block into the yielded list, and send none.
 
-    While any ``capture_events`` block is active, messages go to the capture lists instead of
-    the transport (clients that are not disabled included), so nothing reaches the network.
-    Blocks nest: each active block gets every message. The list stays readable after the block.
+    It installs a capturing exporter: while any ``capture_events`` block is active, every
+    transport in the process (clients that are not disabled included) builds each message on
+    the calling thread, through the same code as in production, and hands it to the capture
+    lists instead of its queue, so nothing reaches the network. Each message is captured as it
+    would be sent (its JSON form). Blocks nest: each active block gets every message. The list
+    stays readable after the block.
 
     >>> with capture_events() as events:
     ...     HtEvents(disable=True).track(user_id="1", event="Signed up")
@@ -52,15 +56,12 @@ def capture_events() -> Iterator[list[Message]]:
     'Signed up'
     """
     sink: list[Message] = []
-    _client.capture_sinks.append(sink)
+    exporter = CapturingExporter(sink)
+    install(exporter)
     try:
         yield sink
     finally:
-        # By identity: two lists with equal contents are different captures.
-        for index, active in enumerate(_client.capture_sinks):
-            if active is sink:
-                del _client.capture_sinks[index]
-                break
+        uninstall(exporter)
 
 
 try:

@@ -190,7 +190,7 @@ def test_the_spool_is_bounded_and_drops_the_oldest_counted(tmp_path, down_url):
         # the transport held on to them for the whole outage.
         assert len(outcomes.errors) == dropped
         assert all(error.reason == "spool_full" for error in outcomes.errors)
-        assert len(client._transport._spooled._awaiting) == 200 - dropped
+        assert len(client._transport._exporter._awaiting) == 200 - dropped
     finally:
         client.close(1)
 
@@ -231,7 +231,7 @@ def test_a_bug_in_the_spooled_path_fails_the_batch_instead_of_losing_it(
         def broken_keep(batch):
             raise RuntimeError("a bug in the spooled path")
 
-        monkeypatch.setattr(client._transport._spooled, "keep", broken_keep)
+        monkeypatch.setattr(client._transport._exporter, "_keep", broken_keep)
         client.track(user_id="u", event="x", callback=outcomes)
         client.flush(5)
         assert outcomes.wait(1)

@@ -313,7 +313,7 @@ def test_retry_policy_matches_the_wire_contract():
 
 def test_backoff_is_exponential_with_jitter(make_client):
     client = make_client(retry_backoff=1.0, retry_backoff_max=5.0)
-    sender = client._transport._sender
+    sender = client._transport._exporter._sender
     for attempt, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 5.0), (9, 5.0)]:
         delays = {sender._backoff(attempt) for _ in range(50)}
         assert all(ceiling / 2 <= d <= ceiling for d in delays)
@@ -328,7 +328,7 @@ def test_a_bug_while_sending_fails_the_batch_instead_of_losing_it(
 ):
     outcomes = Outcomes()
     client = make_client()
-    sender = client._transport._sender
+    sender = client._transport._exporter._sender
 
     def broken_body(batch):
         raise RuntimeError("a bug in building the body")
@@ -537,8 +537,8 @@ def test_a_message_that_races_close_is_dropped_and_reported_never_stranded(colle
     client.track(user_id="u", event="warm-up")
     assert client.flush(5)
     transport = client._transport
-    paused = PausingQueue(transport._queue)
-    transport._queue = transport._listener._queue = transport._listener.queue = paused
+    paused = PausingQueue(transport._worker.queue)
+    transport._worker.queue = paused  # the worker owns the queue: one attribute to patch
     outcomes = Outcomes()
     app = threading.Thread(
         name="app", target=lambda: client.track(user_id="u", event="late", callback=outcomes)
@@ -574,14 +574,14 @@ def test_if_the_thread_dies_close_reports_what_it_left_and_says_false(
     client = make_client(flush_interval=60)
     transport = client._transport
     client.track(user_id="u", event="held", callback=outcomes)  # in the batch being built
-    assert wait_until(lambda: len(transport._batcher) == 1)
+    assert wait_until(lambda: len(transport._worker._batcher) == 1)
 
     def crash(record):
         raise SystemExit("a bug that ends the thread")
 
-    monkeypatch.setattr(transport._listener, "handle", crash)
+    monkeypatch.setattr(transport._worker, "handle", crash)
     client.track(user_id="u", event="queued", callback=outcomes)
-    assert wait_until(lambda: not transport._listener.is_alive())
+    assert wait_until(lambda: not transport._worker.is_alive())
     client.track(user_id="u", event="after", callback=outcomes)
     assert client.close(2) is False
     assert sorted(m["event"] for _, m in outcomes.results) == ["after", "held", "queued"]
@@ -679,7 +679,7 @@ def test_enqueued_counts_a_message_the_thread_holds_while_a_burst_gathers(make_c
         lingering.set()
         done.wait(5)
 
-    monkeypatch.setattr(client._transport._listener, "_linger_while_busy", linger)
+    monkeypatch.setattr(client._transport._worker, "_linger_while_busy", linger)
     client.track(user_id="u", event="x")
     assert lingering.wait(5)
     try:

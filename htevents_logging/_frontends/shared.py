@@ -5,8 +5,8 @@ it copies the payload (so the caller may reuse its dicts), notes the time, the l
 the bound identity, and queues a :class:`LogDraft`. Building, checking and encoding the message
 happen on the transport thread, when the draft is prepared; an invalid payload is then counted
 as ``rejected`` and reported by one rate-limited WARNING naming where it was logged and the
-field that is wrong. ``capture_events()`` and disabled clients take the synchronous path, so
-tests see messages (and rejections) at once.
+field that is wrong. Under ``capture_events()`` and for a disabled client the same draft is
+built at once, on the calling thread, so tests see messages (and rejections) at once.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import time
 from collections.abc import Mapping
 from typing import Any, Callable, Optional, Union
 
-from .._client import ClientSettings, HtEvents, capture_sinks
+from .._client import ClientSettings, HtEvents
 from .._diagnostics import warn_limited
 from .._identity import Identity, current_identity
-from .._message import Timestamp
-from .._settings import ErrorHandler
+from .._time import Timestamp
 from .._transport import Envelope
+from ..typing import Callback, ErrorHandler
 
 __all__ = [
     "DEFAULT_PAYLOAD_KEY",
@@ -132,6 +132,9 @@ def _report(error: BaseException, payload_key: str, origin: Origin) -> None:
 class LogDraft:
     """A logged event as captured on the calling thread, built on the transport thread."""
 
+    #: A logged event has no callback (its ``on_error`` is the client's).
+    callback: Optional[Callback] = None
+
     __slots__ = (
         "client",
         "event_default",
@@ -205,38 +208,29 @@ def send_payload(
                 event = event_default() if wanted else None
             else:
                 event = event_default
-            if client.sends and not capture_sinks:
-                draft = LogDraft(
-                    client,
-                    _copy(payload),
-                    fields,
-                    event,
-                    time.time() if timestamp_default is None else timestamp_default,
-                    current_identity(),
-                    payload_key,
-                    origin,
-                )
+            draft = LogDraft(
+                client,
+                _copy(payload),
+                fields,
+                event,
+                time.time() if timestamp_default is None else timestamp_default,
+                current_identity(),
+                payload_key,
+                origin,
+            )
     except Exception as error:  # a payload (or log message) that cannot even be read
         reject(client, error, payload_key, origin)
         return
     try:
         if draft is not None:
             client.enqueue(draft)
-        elif not is_mapping:
-            client.emit("track", payload)  # not a mapping: refused with a TypeError, counted
         else:
-            client.emit(
-                type_,
-                payload,
-                event_default=event,
-                timestamp_default=timestamp_default,
-                **(fields or {}),
-            )
+            client.emit("track", payload)  # not a mapping: refused with a TypeError, counted
     except Exception as error:  # refused by the client, which counted it
         _report(error, payload_key, origin)
 
 
 def reject(client: HtEvents, error: BaseException, payload_key: str, origin: Origin) -> None:
     """Count a logged payload as rejected and warn about it (rate-limited)."""
-    client._count_rejected()
+    client.count_rejected()
     _report(error, payload_key, origin)

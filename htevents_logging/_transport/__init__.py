@@ -1,22 +1,24 @@
-"""The transport: a bounded queue, one listener thread, batching, and the HTTP sender.
+"""The transport: a bounded queue, one worker thread, batching, and the exporters.
 
-Front-ends use only :func:`acquire_transport`, :func:`release_transport` and
-:meth:`Transport.enqueue`.
+The client uses only :func:`acquire` and :func:`release`, and the :class:`Outlet` they hand
+out (``submit``, ``drop``, ``flush``, ``close``, ``snapshot``).
 """
 
-from .envelope import Callback, Draft, Envelope, Queueable
-from .listener import is_transport_thread
-from .registry import acquire_transport, close_all, release_transport
-from .transport import Transport
+from .envelope import Envelope, Queueable
+from .pipeline import InlineTransport, Outlet, Transport, install, uninstall
+from .registry import acquire, close_all, release
+from .worker import is_transport_thread
 
 __all__ = [
-    "Callback",
-    "Draft",
     "Envelope",
+    "InlineTransport",
+    "Outlet",
     "Queueable",
     "Transport",
-    "acquire_transport",
+    "acquire",
     "close_all",
+    "install",
     "is_transport_thread",
-    "release_transport",
+    "release",
+    "uninstall",
 ]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from typing import Optional
 
+from .clock import MONOTONIC, Clock
 from .envelope import Envelope
 
 __all__ = ["Batcher"]
@@ -16,10 +16,19 @@ class Batcher:
     A batch goes when it holds ``max_events`` messages, when one more message would take the
     request body (``envelope_bytes`` of ``{"batch":[...],"sentAt":...}`` plus the messages and
     their commas) to ``max_bytes`` or more, or ``interval`` seconds after its first message
-    arrived: a quiet service still delivers within ``flush_interval``.
+    arrived: a quiet service still delivers within ``flush_interval``. Time is read from
+    ``clock``, so tests can step it.
     """
 
-    def __init__(self, max_events: int, max_bytes: int, interval: float, envelope_bytes: int):
+    def __init__(
+        self,
+        max_events: int,
+        max_bytes: int,
+        interval: float,
+        envelope_bytes: int,
+        clock: Clock = MONOTONIC,
+    ) -> None:
+        self._clock = clock
         self.max_events = max_events
         self.interval = interval
         self._max_bytes = max_bytes
@@ -49,13 +58,13 @@ class Batcher:
         """Start the current batch's ``interval``, unless it is running: called as its first
         message is taken off the queue, so time spent before it is added counts too."""
         if self._deadline is None:
-            self._deadline = time.monotonic() + self.interval
+            self._deadline = self._clock.now() + self.interval
 
     def time_left(self) -> Optional[float]:
         """Seconds until the current batch is due, or ``None`` when there is none."""
         if self._deadline is None:
             return None
-        return max(0.0, self._deadline - time.monotonic())
+        return max(0.0, self._deadline - self._clock.now())
 
     def take(self) -> list[Envelope]:
         """Hand over the current batch (possibly empty) and start a new one."""

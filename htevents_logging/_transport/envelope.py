@@ -1,20 +1,33 @@
-"""What travels through the queue: one encoded message and who to tell about its fate."""
+"""What travels through the queue: one message and who to tell about its fate."""
 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Sequence
-from typing import Any, Callable, Optional, Union
+from typing import Optional
 
 from typing_extensions import Protocol
 
-from .._settings import ErrorHandler
+from ..typing import Callback, ErrorHandler, Message
 
-__all__ = ["Callback", "Draft", "Envelope", "FlushRequest", "Queueable", "messages_of"]
+__all__ = ["Envelope", "Queueable", "messages_of"]
 
-#: ``callback(error, message)``: ``error`` is ``None`` once the message is delivered.
-Callback = Callable[[Optional[BaseException], dict[str, Any]], Any]
+
+class Queueable(Protocol):
+    """A message as a front-end hands it over: built already (an :class:`Envelope`), or still
+    to be built (a logged event, built on the transport thread).
+
+    The calling thread only captures what it must (the payload, the time, the log message, the
+    bound identity); building, checking and encoding happen in :meth:`prepare`, which returns
+    ``None`` for a message it rejected (and reported).
+    """
+
+    on_error: Optional[ErrorHandler]
+    callback: Optional[Callback]
+
+    def prepare(self) -> Optional[Envelope]:
+        """The message built and encoded; ``None`` when it is invalid (counted and reported)."""
+        ...
 
 
 class Envelope:
@@ -30,7 +43,7 @@ class Envelope:
     def __init__(
         self,
         data: bytes,
-        message: Optional[dict[str, Any]] = None,
+        message: Optional[Message] = None,
         callback: Optional[Callback] = None,
         on_error: Optional[ErrorHandler] = None,
     ) -> None:
@@ -39,45 +52,18 @@ class Envelope:
         self.callback = callback
         self.on_error = on_error
 
-    def as_message(self) -> dict[str, Any]:
+    def prepare(self) -> Envelope:
+        """Itself: it is built already."""
+        return self
+
+    def as_message(self) -> Message:
         """The message as sent (decoded from the wire bytes when the dict was not kept)."""
         if self.message is not None:
             return self.message
-        decoded: dict[str, Any] = json.loads(self.data)
+        decoded: Message = json.loads(self.data)
         return decoded
 
 
-class Draft(Protocol):
-    """A message still to be built, as the logging front-ends queue it.
-
-    The calling thread only captures what it must (the payload, the time, the log message, the
-    bound identity); building, checking and encoding happen on the transport thread, in
-    :meth:`prepare`, which returns ``None`` for a message it rejected (and reported).
-    """
-
-    on_error: Optional[ErrorHandler]
-
-    def prepare(self) -> Optional[Envelope]:
-        """Build and encode the message; ``None`` when it is invalid (counted and reported)."""
-        ...
-
-
-#: What the transport's queue carries besides its own markers.
-Queueable = Union[Envelope, Draft]
-
-
-def messages_of(batch: Sequence[Envelope]) -> list[dict[str, Any]]:
+def messages_of(batch: Sequence[Envelope]) -> list[Message]:
     """The messages of a batch, for ``on_error``."""
     return [envelope.as_message() for envelope in batch]
-
-
-class FlushRequest:
-    """A marker put on the queue by ``flush()``: ``done`` is set once everything before it was
-    sent, and ``ok`` says whether all of it was delivered or failed for good (False when some
-    is kept in the spool for a later try)."""
-
-    __slots__ = ("done", "ok")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.ok = True

@@ -1,67 +1,71 @@
-"""One transport per set of transport settings per process, closed at exit, renewed after fork.
+"""One transport per settings per process.
 
 Every front-end asks here for its transport, so a handler, a structlog processor and a client
-built with the same settings share one queue, one thread and one connection pool.
+built with equal settings share one queue, one thread and one connection pool. The registry
+owns the sharing: which transports exist and how many clients use each.
 """
 
 from __future__ import annotations
 
-import atexit
-import os
-import sys
 import threading
 import time
 import weakref
+from typing import Optional
 
-from .._settings import Settings, TransportKey
-from .transport import Transport
+from .._settings import Settings
+from .pipeline import InlineTransport, Outlet, Transport
 
-__all__ = ["acquire_transport", "close_all", "release_transport"]
+__all__ = ["acquire", "after_fork_in_child", "close_all", "kept_in_spools", "release"]
 
 _lock = threading.Lock()
-_transports: dict[TransportKey, Transport] = {}
+_transports: dict[Settings, Transport] = {}
+_users: dict[int, int] = {}  # clients using each shared transport, by its id()
 # Closed, but their thread is still finishing (closed under the logging lock): exit waits.
-_finishing: set[Transport] = set()
+_finishing: set[Outlet] = set()
 # Every transport ever made in this process, weakly: the fork hook renews the live ones.
 _everyone: weakref.WeakSet[Transport] = weakref.WeakSet()
 
 
-def acquire_transport(settings: Settings) -> Transport:
-    """The shared transport for these settings (made on first use); pair with ``release``."""
-    key = settings.transport_key()
+def acquire(settings: Settings) -> Outlet:
+    """The shared transport for these settings (made on first use); pair with :func:`release`.
+    A disabled client gets a transport of its own that sends nothing."""
+    if settings.disable:
+        return InlineTransport(settings)
     with _lock:
-        transport = _transports.get(key)
+        transport = _transports.get(settings)
         if transport is None:
-            transport = _transports[key] = Transport(settings, on_start=_hook_worker_exit)
+            transport = _transports[settings] = Transport(settings)
             _everyone.add(transport)
-        transport.users += 1
+        _users[id(transport)] = _users.get(id(transport), 0) + 1
         return transport
 
 
-def release_transport(transport: Transport, timeout: float) -> bool:
+def release(outlet: Outlet, timeout: float) -> bool:
     """Let go of a transport: the last user closes it, the others just flush."""
     with _lock:
-        transport.users -= 1
-        last = transport.users <= 0
-        if last:
-            key = transport.settings.transport_key()
-            if _transports.get(key) is transport:
-                del _transports[key]
-    if not last:
-        return transport.flush(timeout)
-    done = transport.close(timeout)
-    if transport.finishing:
+        shared = _transports.get(outlet.settings) is outlet
+        users = _users.get(id(outlet), 0) - 1
+        if shared and users > 0:
+            _users[id(outlet)] = users
+        elif shared:
+            del _users[id(outlet)]
+            del _transports[outlet.settings]
+    if shared and users > 0:
+        return outlet.flush(timeout)
+    done = outlet.close(timeout)
+    if outlet.finishing:
         with _lock:
-            _finishing.add(transport)
+            _finishing.add(outlet)
     return done
 
 
-def close_all(timeout: float | None = None) -> int:
+def close_all(timeout: Optional[float] = None) -> int:
     """Close every transport, together bounded by ``timeout`` (default: the largest
     ``shutdown_timeout``); return how many messages were left undelivered."""
     with _lock:
         transports = [*_transports.values(), *_finishing]
         _transports.clear()
+        _users.clear()
         _finishing.clear()
     if not transports:
         return 0
@@ -89,51 +93,11 @@ def kept_in_spools() -> dict[str, int]:
     return {path: count for path, count in kept.items() if count}
 
 
-def _at_exit() -> None:
-    left = close_all()
-    if left:
-        print(
-            f"htevents-logging: {left} message(s) were not delivered before exit "
-            "(the server was slow or down); raise shutdown_timeout, call close() earlier, "
-            "or configure spool_path to keep them",
-            file=sys.stderr,
-        )
-    for path, count in kept_in_spools().items():
-        print(
-            f"htevents-logging: {count} message(s) are kept in the spool {path}; the next "
-            "process with the same spool_path sends them",
-            file=sys.stderr,
-        )
-
-
-_hooked_pid = 0
-
-
-def _hook_worker_exit() -> None:
-    """Make a multiprocessing worker deliver its queue at exit, as the main process does.
-
-    A ``multiprocessing`` child (fork or spawn) ends with ``os._exit`` after running its
-    finalizers, so ``atexit`` never runs there; the same shutdown is registered as one of its
-    finalizers. Called when a transport starts its thread, by then the child knows it is one.
-    """
-    global _hooked_pid
-    if _hooked_pid == os.getpid():
-        return
-    _hooked_pid = os.getpid()
-    process = sys.modules.get("multiprocessing.process")
-    util = sys.modules.get("multiprocessing.util")
-    if process is not None and util is not None and process.parent_process() is not None:
-        util.Finalize(None, _at_exit, exitpriority=100)
-
-
-def _after_fork_in_child() -> None:
+def after_fork_in_child() -> None:
+    """In a forked child: a new lock, and every open transport renewed (the parent's threads
+    do not exist here)."""
     global _lock
     _lock = threading.Lock()
     for transport in list(_everyone):
         if not transport.closed:
             transport.reset_after_fork()
-
-
-atexit.register(_at_exit)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -8,10 +8,9 @@ import gzip
 import json
 import logging
 import random
-import threading
 import time
 from collections.abc import Sequence
-from typing import Callable, Optional
+from typing import Optional
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -19,14 +18,20 @@ from requests.adapters import HTTPAdapter
 from .._diagnostics import log
 from .._redact import redact_write_key
 from .._settings import Settings
+from .._time import wire_now
 from .._version import __version__
-from ..errors import DeliveryError
+from ..errors import DeliveryError, Reason
+from .clock import MONOTONIC, Clock, Closing
 from .envelope import Envelope
-from .stats import Stats
+from .ledger import Ledger
 
 __all__ = ["Sender", "is_retryable_status", "parse_retry_after"]
 
 USER_AGENT = f"htevents-logging/{__version__}"
+
+
+#: The reason of a refusal, by the class of its status (a final 1xx is refused like a 4xx).
+_REFUSED = {3: Reason.HTTP_3XX, 4: Reason.HTTP_4XX, 5: Reason.HTTP_5XX}
 
 
 def is_retryable_status(status: int) -> bool:
@@ -50,13 +55,6 @@ def parse_retry_after(value: Optional[str]) -> Optional[float]:
     return max(0.0, seconds) if seconds == seconds else None
 
 
-def _now_text() -> bytes:
-    now = time.time()
-    return (
-        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
-    ).encode()
-
-
 def _finish(response: requests.Response) -> str:
     """Read an answer to its end and close it; return the start of its body, for errors.
 
@@ -74,23 +72,27 @@ def _finish(response: requests.Response) -> str:
 
 
 class Sender:
-    """Sends batches over one pooled ``requests.Session``, one at a time, retrying as WIRE.md says.
+    """Sends batches over one pooled ``requests.Session``, one at a time, retrying as
+    ``docs/wire.md`` says.
 
-    ``deadline()`` is the close deadline (a ``time.monotonic()`` value), ``None`` until
-    ``close()`` sets it and then sets ``closing``, which wakes a backoff wait to look at it.
+    ``closing`` is the transport's close signal: its deadline (a ``clock`` time) bounds every
+    attempt and every wait once it is set. Each retry is counted in ``ledger``. ``clock`` and
+    ``rng`` (the backoff's jitter) are there for tests.
     """
 
     def __init__(
         self,
         settings: Settings,
-        stats: Stats,
-        closing: threading.Event,
-        deadline: Callable[[], Optional[float]],
+        ledger: Ledger,
+        closing: Closing,
+        clock: Clock = MONOTONIC,
+        rng: Optional[random.Random] = None,
     ) -> None:
         self._settings = settings
-        self._stats = stats
+        self._ledger = ledger
         self._closing = closing
-        self._deadline = deadline
+        self._clock = clock
+        self._rng = rng or random.Random()
         self._url = settings.url
         key = settings.write_key or ""
         self._key = key
@@ -123,7 +125,7 @@ class Sender:
                 b'{"batch":[',
                 b",".join([envelope.data for envelope in batch]),
                 b'],"sentAt":"',
-                _now_text(),
+                wire_now().encode(),
                 self._tail,
             )
         )
@@ -135,7 +137,7 @@ class Sender:
     def _backoff(self, attempt: int) -> float:
         settings = self._settings
         ceiling = min(settings.retry_backoff_max, settings.retry_backoff * 2.0 ** (attempt - 1))
-        jitter: float = random.uniform(0.5, 1.0)
+        jitter: float = self._rng.uniform(0.5, 1.0)
         return ceiling * jitter
 
     def _clean(self, text: str) -> str:
@@ -176,14 +178,14 @@ class Sender:
                 f"{count} message(s) not delivered before the shutdown deadline after "
                 f"{attempts} attempt(s){': ' + detail if detail else ''}; raise "
                 "shutdown_timeout or configure spool_path to keep them",
-                reason="shutdown_timeout",
+                reason=Reason.SHUTDOWN_TIMEOUT,
                 status=status,
                 attempts=attempts,
             )
 
         while True:
-            now = time.monotonic()
-            deadline = self._deadline()
+            now = self._clock.now()
+            deadline = self._closing.deadline
             if deadline is not None and now >= deadline:
                 return too_late()
             timeout = settings.http_request_timeout
@@ -218,7 +220,7 @@ class Sender:
                     f"{count} message(s) refused by {self._url}: {detail}; a "
                     f"{status // 100}xx answer means the request itself is wrong (check the "
                     "write key, host and path), so it is not retried",
-                    reason=f"http_{status // 100}xx",
+                    reason=_REFUSED.get(status // 100, Reason.HTTP_4XX),
                     status=status,
                     attempts=attempts,
                 )
@@ -226,7 +228,7 @@ class Sender:
                 return DeliveryError(
                     f"{count} message(s) not delivered to {self._url} after {attempts} "
                     f"attempt(s); last: {detail}",
-                    reason="retries_exhausted",
+                    reason=Reason.RETRIES_EXHAUSTED,
                     status=status,
                     attempts=attempts,
                 )
@@ -235,7 +237,7 @@ class Sender:
             else:
                 delay = self._backoff(attempts)
             log(logging.DEBUG, "attempt %d failed (%s); retrying in %.2fs", attempts, detail, delay)
-            self._stats.add("retries")
+            self._ledger.retried()
             cut_short = self._wait(delay, rush=retry_after is None and not rushed)
             if cut_short is None:
                 return too_late()
@@ -252,18 +254,18 @@ class Sender:
         trouble is not hammered, even at exit. ``close()`` sets its deadline, then
         ``closing``, which wakes a wait already under way to look at it.
         """
-        until = time.monotonic() + delay
+        until = self._clock.now() + delay
         while True:
-            deadline = self._deadline()
+            deadline = self._closing.deadline
             if deadline is not None:
                 if rush:
                     return True
                 if until >= deadline:
                     return None
-            left = until - time.monotonic()
+            left = until - self._clock.now()
             if left <= 0:
                 return False
             if deadline is None:
                 self._closing.wait(left)
             else:
-                time.sleep(left)  # ends before the deadline (checked above)
+                self._clock.sleep(left)  # ends before the deadline (checked above)

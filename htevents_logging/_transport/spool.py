@@ -45,7 +45,16 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Optional
 
-__all__ = ["DEFAULT_ENVELOPE_BYTES", "SCHEMA_VERSION", "Appended", "Spool", "SpooledMessage"]
+__all__ = [
+    "DEFAULT_ENVELOPE_BYTES",
+    "SCHEMA_VERSION",
+    "Appended",
+    "Spool",
+    "SpooledMessage",
+    "hold_for_fork",
+    "release_after_fork",
+    "reopen_after_fork",
+]
 
 #: Stored in ``PRAGMA user_version``; a file written by a newer, unknown layout is refused.
 SCHEMA_VERSION = 1
@@ -340,8 +349,9 @@ class Spool:
         """Make this spool usable in a forked child; a no-op in the process that opened it.
 
         SQLite connections must not cross ``fork()`` (https://www.sqlite.org/howtocorrupt.html,
-        section 2.7). This module's ``os.register_at_fork`` hooks therefore close every spool's
-        connection just before a fork and let it reopen lazily on next use, in the parent and
+        section 2.7). The fork hooks (:func:`hold_for_fork`, :func:`reopen_after_fork`)
+        therefore close every spool's connection just before a fork and let it reopen lazily
+        on next use, in the parent and
         in the child, so the child normally gets a connection of its own and calling this is
         not needed (it is harmless: it does nothing the second time).
 
@@ -522,24 +532,20 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-def _before_fork() -> None:
+def hold_for_fork() -> None:
+    """Before a fork: close every spool's connection, holding its lock (see
+    :meth:`Spool._before_fork`)."""
     for spool in list(_LIVE):
         spool._before_fork()
 
 
-def _after_fork_in_parent() -> None:
+def release_after_fork() -> None:
+    """After a fork, in the parent: let go of what :func:`hold_for_fork` held."""
     for spool in list(_LIVE):
         spool._after_fork_in_parent()
 
 
-def _after_fork_in_child() -> None:
+def reopen_after_fork() -> None:
+    """After a fork, in the child: every spool gets a connection and an owner of its own."""
     for spool in list(_LIVE):
         spool.reopen_after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(
-        before=_before_fork,
-        after_in_parent=_after_fork_in_parent,
-        after_in_child=_after_fork_in_child,
-    )

@@ -1,0 +1,91 @@
+"""Every at-fork and at-exit hook of the package, in order, in one place.
+
+A process that forks (gunicorn, Celery, multiprocessing) must not carry its parent's threads,
+locks or SQLite connections into the child, and a process that exits must deliver what it
+queued. Each module says *what* to do (a function); this module alone says *when*, with one
+ordered list per moment, each hook registered once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+from typing import Callable
+
+from . import _diagnostics, _message
+from ._transport import registry, spool, worker
+
+__all__ = ["at_exit", "watch_exit"]
+
+#: Just before a fork: no SQLite connection may cross it.
+BEFORE_FORK: tuple[Callable[[], None], ...] = (spool.hold_for_fork,)
+#: In the parent, after a fork.
+AFTER_FORK_IN_PARENT: tuple[Callable[[], None], ...] = (spool.release_after_fork,)
+#: In the child, after a fork, in this order: fresh locks first (the others may warn), then
+#: what the parent's threads held, then the spools, then the transports that use them.
+AFTER_FORK_IN_CHILD: tuple[Callable[[], None], ...] = (
+    _diagnostics.after_fork_in_child,
+    _message.forget_random_pool,
+    worker.forget_threads,
+    spool.reopen_after_fork,
+    registry.after_fork_in_child,
+)
+
+
+def _run(hooks: tuple[Callable[[], None], ...]) -> None:
+    for hook in hooks:
+        hook()
+
+
+def at_exit() -> None:
+    """Deliver what every transport holds, within ``shutdown_timeout``, and say on stderr
+    what could not be delivered or is kept in a spool."""
+    left = registry.close_all()
+    if left:
+        print(
+            f"htevents-logging: {left} message(s) were not delivered before exit "
+            "(the server was slow or down); raise shutdown_timeout, call close() earlier, "
+            "or configure spool_path to keep them",
+            file=sys.stderr,
+        )
+    for path, count in registry.kept_in_spools().items():
+        print(
+            f"htevents-logging: {count} message(s) are kept in the spool {path}; the next "
+            "process with the same spool_path sends them",
+            file=sys.stderr,
+        )
+
+
+_watched_pid = 0
+
+
+def watch_exit() -> None:
+    """Make a multiprocessing worker deliver its queue at exit, as the main process does.
+
+    A ``multiprocessing`` child (fork or spawn) ends with ``os._exit`` after running its
+    finalizers, so ``atexit`` never runs there; :func:`at_exit` is registered as one of its
+    finalizers instead. Called when a transport starts its thread: by then a child knows it
+    is one.
+    """
+    global _watched_pid
+    if _watched_pid == os.getpid():
+        return
+    _watched_pid = os.getpid()
+    process = sys.modules.get("multiprocessing.process")
+    util = sys.modules.get("multiprocessing.util")
+    if process is not None and util is not None and process.parent_process() is not None:
+        util.Finalize(None, at_exit, exitpriority=100)
+
+
+def _install() -> None:
+    atexit.register(at_exit)
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(
+            before=lambda: _run(BEFORE_FORK),
+            after_in_parent=lambda: _run(AFTER_FORK_IN_PARENT),
+            after_in_child=lambda: _run(AFTER_FORK_IN_CHILD),
+        )
+
+
+_install()

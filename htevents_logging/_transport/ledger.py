@@ -1,0 +1,134 @@
+"""The outcome ledger: the one place where what became of each message is recorded.
+
+Every outcome (delivered, failed, dropped, rejected, kept in the spool for later) goes through
+one :class:`Ledger`: it counts it, warns about it, and tells the message's callback and its
+``on_error``. ``stats()`` is built here, from these counts, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any, Optional
+
+from .._diagnostics import log, warn_limited
+from ..errors import DeliveryError, Reason
+from .envelope import Envelope, messages_of
+
+__all__ = ["COUNTERS", "Ledger"]
+
+#: The counters of ``stats()``, in order; ``enqueued`` is the worker's, the others the ledger's.
+COUNTERS = ("enqueued", "sent", "failed", "dropped", "rejected", "retries", "batches")
+#: The counters that are also split by reason (see :class:`~htevents_logging.errors.Reason`).
+BY_REASON = tuple(dict.fromkeys(reason.counter for reason in Reason))
+
+
+class Ledger:
+    """Counts, warnings and reports for one transport. Thread-safe; never raises for a
+    callback or ``on_error`` that does (not even ``SystemExit``, which would end the thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(COUNTERS, 0)
+        self._reasons: dict[str, dict[str, int]] = {name: {} for name in BY_REASON}
+        self._discarded = 0
+
+    def _add(self, name: str, n: int = 1, reason: Optional[Reason] = None) -> None:
+        with self._lock:
+            self._counts[name] += n
+            if reason is not None:
+                reasons = self._reasons[name]
+                reasons[reason.value] = reasons.get(reason.value, 0) + n
+
+    # -- outcomes ---------------------------------------------------------------------------
+
+    def settle(self, batch: Sequence[Envelope], error: Optional[DeliveryError]) -> None:
+        """A batch was delivered (``error`` is ``None``) or failed for good."""
+        if error is None:
+            self._add("sent", len(batch))
+            self._add("batches")
+        else:
+            self._add("failed", len(batch), error.reason)
+            log(logging.WARNING, "htevents-logging: %s", error)
+        self._report(batch, error)
+
+    def drop(self, told: Sequence[Envelope], reason: Reason, why: str, count: int = 1) -> None:
+        """``count`` messages were dropped before they could be sent; ``told`` are those of
+        them that someone is to be told about (a callback or an ``on_error``)."""
+        self._add("dropped", count, reason)
+        warn_limited(f"dropped:{reason.value}", "htevents-logging dropped a message: %s", why)
+        if told:
+            self._report(told, DeliveryError(f"message dropped: {why}", reason=reason))
+
+    def reject(self, reason: Reason) -> None:
+        """A message was invalid or too large (the caller was told by an exception or a
+        warning)."""
+        self._add("rejected", 1, reason)
+
+    def discarded(self) -> None:
+        """A queued message turned out invalid when it was built (already counted as
+        rejected): it is settled, for :meth:`settled`."""
+        with self._lock:
+            self._discarded += 1
+
+    def retried(self) -> None:
+        """One more attempt at a batch."""
+        self._add("retries")
+
+    def kept(self, error: DeliveryError, retry_every: float) -> None:
+        """A batch that could not be delivered yet is kept in the spool for a later try."""
+        warn_limited(
+            "spool-kept",
+            "htevents-logging: %s; the messages are kept in the spool and retried every "
+            "flush_interval (%gs)",
+            error,
+            retry_every,
+        )
+
+    def _report(self, batch: Sequence[Envelope], error: Optional[DeliveryError]) -> None:
+        """Tell each message's callback, and on failure each distinct ``on_error``, once."""
+        if error is not None:
+            by_handler: dict[int, tuple[Any, list[Envelope]]] = {}
+            for envelope in batch:
+                if envelope.on_error is not None:
+                    entry = by_handler.setdefault(id(envelope.on_error), (envelope.on_error, []))
+                    entry[1].append(envelope)
+            for on_error, envelopes in by_handler.values():
+                try:
+                    on_error(error, messages_of(envelopes))
+                except BaseException:  # even SystemExit: it would end the transport thread
+                    log(logging.ERROR, "htevents-logging: on_error raised (ignored)", exc_info=True)
+        for envelope in batch:
+            if envelope.callback is not None:
+                try:
+                    envelope.callback(error, envelope.as_message())
+                except BaseException:  # even SystemExit: it would end the transport thread
+                    log(
+                        logging.ERROR,
+                        "htevents-logging: a message callback raised (ignored)",
+                        exc_info=True,
+                    )
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def settled(self) -> int:
+        """Messages taken off the queue that have their outcome: sent, failed or discarded."""
+        with self._lock:
+            return self._counts["sent"] + self._counts["failed"] + self._discarded
+
+    def failed_by(self, reason: Reason) -> int:
+        """How many messages failed for ``reason``."""
+        with self._lock:
+            return self._reasons["failed"].get(reason.value, 0)
+
+    def snapshot(self, *, enqueued: int, queue_depth: int) -> dict[str, Any]:
+        """The counts of :meth:`HtEvents.stats`: every counter, the ``*_by_reason`` splits,
+        and ``queue_depth``."""
+        with self._lock:
+            out: dict[str, Any] = dict(self._counts)
+            for name in BY_REASON:
+                out[f"{name}_by_reason"] = dict(self._reasons[name])
+        out["enqueued"] = enqueued
+        out["queue_depth"] = queue_depth
+        return out

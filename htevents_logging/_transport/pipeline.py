@@ -1,0 +1,398 @@
+"""The transport: admission into the bounded queue, drops, and the flush and close deadlines.
+
+Front-ends call :meth:`Transport.submit` and never wait: a full queue drops the message, and
+the ledger counts and reports it. Everything slow (batching, HTTP, retries, callbacks) happens
+on the worker thread. :class:`InlineTransport` is the same contract with no thread (a disabled
+client). While an exporter is installed process-wide (:func:`install`, which
+``capture_events()`` uses), every transport hands each message to it at once instead.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Optional
+
+from typing_extensions import Protocol
+
+from .._diagnostics import holds_logging_lock
+from .._encoding import MAX_BATCH_BYTES
+from .._settings import Settings
+from ..errors import DeliveryError, Reason
+from .batcher import Batcher
+from .clock import MONOTONIC, Clock, Closing
+from .envelope import Queueable
+from .exporters import Exporter, make_exporter
+from .ledger import Ledger
+from .spool import Spool
+from .worker import BatchWorker, is_transport_thread
+
+__all__ = ["InlineTransport", "Outlet", "Transport", "install", "uninstall"]
+
+_AFTER_CLOSE_WHY = "the client was closed; nothing more is sent"
+
+# Exporters that take every message of every transport instead of its own (capture_events()).
+_installed: list[Exporter] = []
+
+
+def install(exporter: Exporter) -> None:
+    """Hand every message of every transport in the process to ``exporter``, at once and on
+    the calling thread, until :func:`uninstall`; nothing is queued or sent meanwhile."""
+    _installed.append(exporter)
+
+
+def uninstall(exporter: Exporter) -> None:
+    """Undo :func:`install` (by identity)."""
+    for index, active in enumerate(_installed):
+        if active is exporter:
+            del _installed[index]
+            return
+
+
+class Outlet(Protocol):
+    """What a client holds: a shared :class:`Transport`, or an :class:`InlineTransport`."""
+
+    settings: Settings
+
+    @property
+    def ledger(self) -> Ledger:
+        """Where the outcomes are recorded."""
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """True once closed."""
+        ...
+
+    @property
+    def finishing(self) -> bool:
+        """Closed without waiting, and still at work."""
+        ...
+
+    def submit(self, item: Queueable) -> bool:
+        """Hand over one message without waiting."""
+        ...
+
+    def drop(self, item: Queueable, reason: Reason, why: str) -> None:
+        """Drop one message before it is queued, and report it."""
+        ...
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counts of ``stats()``."""
+        ...
+
+    def pending(self) -> int:
+        """Messages accepted but not yet settled."""
+        ...
+
+    def failed_at_deadline(self) -> int:
+        """Messages failed because a close deadline came first."""
+        ...
+
+    def kept_in_spool(self) -> int:
+        """Messages kept in the spool."""
+        ...
+
+    def flush(self, timeout: float) -> bool:
+        """Send what is queued, within ``timeout``."""
+        ...
+
+    def close(self, timeout: float) -> bool:
+        """Flush within ``timeout`` and stop."""
+        ...
+
+
+def _export_to_installed(item: Queueable) -> None:
+    envelope = item.prepare()  # an invalid one was counted and reported
+    if envelope is not None:
+        for exporter in list(_installed):
+            exporter.export([envelope])
+
+
+def _open_spool(settings: Settings) -> Optional[Spool]:
+    if settings.spool_path is None:
+        return None
+    # A lease must outlast the longest send of a batch (every attempt and every wait).
+    longest = (settings.max_retries + 1) * settings.http_request_timeout + (
+        settings.max_retries * max(settings.retry_backoff_max, settings.retry_after_max)
+    )
+    return Spool(
+        settings.spool_path,
+        max_bytes=settings.spool_max_bytes,
+        lease_seconds=max(60.0, longest + 10.0),
+    )
+
+
+class Transport:
+    """Queue, batch and export for one set of settings, shared by the front-ends.
+
+    It owns the lifecycle flags (started, closed) and the close signal; the worker owns the
+    queue and the batch, the exporter what happens to a batch, the ledger the outcomes.
+    """
+
+    def __init__(self, settings: Settings, clock: Clock = MONOTONIC) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._spool = _open_spool(settings)
+        self._setup()
+        if self._spool is not None and self._spool.count():
+            self._start()  # what an earlier process kept goes now, not with the first event
+
+    def _setup(self) -> None:
+        """Make the ledger, the exporter and the worker (not started): at construction, and
+        in a forked child. No I/O here: in a child it runs inside the fork hook."""
+        settings = self.settings
+        self._start_lock = threading.Lock()
+        self._started = False
+        self._closed = False
+        self._abandoned = False
+        self._ledger = Ledger()
+        self._closing = Closing(self._clock)
+        self._exporter, sender = make_exporter(
+            settings, self._spool, self._ledger, self._closing, self._clock
+        )
+        batcher = Batcher(
+            settings.max_events_in_batch,
+            MAX_BATCH_BYTES,
+            settings.flush_interval,
+            sender.envelope_bytes(),
+            self._clock,
+        )
+        self._worker = BatchWorker(
+            batcher,
+            self._exporter,
+            self._ledger,
+            self._closing,
+            max_queue_size=settings.max_queue_size,
+        )
+
+    @property
+    def ledger(self) -> Ledger:
+        """Where this transport's outcomes are recorded (a new one in a forked child)."""
+        return self._ledger
+
+    # -- the calling thread ---------------------------------------------------------------
+
+    def submit(self, item: Queueable) -> bool:
+        """Queue one message without waiting; False (and reported) when it is dropped."""
+        if _installed:
+            _export_to_installed(item)
+            return True
+        if self._closed:
+            self.drop(item, Reason.AFTER_CLOSE, _AFTER_CLOSE_WHY)
+            return False
+        if not self._started:
+            error = self._start()
+            if error is not None:
+                self.drop(
+                    item,
+                    Reason.NO_THREAD,
+                    f"the background thread could not start ({error}): the process is out of "
+                    "threads or memory",
+                )
+                return False
+        worker = self._worker
+        if not worker.put(item):
+            self.drop(
+                item,
+                Reason.QUEUE_FULL,
+                f"the queue is full ({self.settings.max_queue_size} messages): the server is "
+                "slow or down; raise max_queue_size or configure spool_path",
+            )
+            return False
+        if self._closed and worker.finished:
+            self._drop_late()  # close() came in between, and the thread has gone
+        return True
+
+    def _start(self) -> Optional[Exception]:
+        """Start the thread (once); the error when it cannot be started."""
+        with self._start_lock:
+            if not self._started:
+                # Imported here: the lifecycle module imports the registry, which imports this.
+                from .._lifecycle import watch_exit
+
+                try:
+                    watch_exit()
+                    self._worker.start()
+                except Exception as error:  # RuntimeError: can't start new thread
+                    return error
+                self._started = True
+        return None
+
+    def drop(self, item: Queueable, reason: Reason, why: str) -> None:
+        """Drop a message before it is queued: counted, warned about (rate-limited), and told
+        to its callback and ``on_error``. A logged event is built only when someone is to be
+        told (an invalid one is then counted as rejected instead)."""
+        if item.on_error is None and item.callback is None:
+            self._ledger.drop([], reason, why)
+            return
+        envelope = item.prepare()
+        if envelope is not None:
+            self._ledger.drop([envelope], reason, why)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    def queue_depth(self) -> int:
+        """Messages waiting in the queue (not counting the batch being built or sent)."""
+        return self._worker.depth()
+
+    def enqueued(self) -> int:
+        """Messages accepted into the queue so far (counted without a lock on the calling
+        thread: those taken off it, plus those waiting)."""
+        return self._worker.taken() + self._worker.depth()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counts of :meth:`HtEvents.stats`."""
+        return self._ledger.snapshot(enqueued=self.enqueued(), queue_depth=self.queue_depth())
+
+    def pending(self) -> int:
+        """Messages accepted but not yet delivered or failed."""
+        return self.enqueued() - self._ledger.settled()
+
+    def kept_in_spool(self) -> int:
+        """Messages the spool holds (from every process that shares it)."""
+        return self._exporter.kept()
+
+    def failed_at_deadline(self) -> int:
+        """Messages that failed because a close deadline came first."""
+        return self._ledger.failed_by(Reason.SHUTDOWN_TIMEOUT)
+
+    @property
+    def finishing(self) -> bool:
+        """Closed without waiting (under the logging lock) and the thread is still at work."""
+        return self._closed and self._started and self._worker.is_alive() and not self._abandoned
+
+    # -- flush and close --------------------------------------------------------------------
+
+    def flush(self, timeout: float) -> bool:
+        """Send everything queued before the call; True when all of it is settled in time.
+
+        Under the logging module's lock (``dictConfig`` flushing the old handlers) it asks for
+        the flush and returns False at once: waiting there could deadlock. On the transport
+        thread itself (a callback or ``on_error`` calling it) it returns False at once too:
+        the thread cannot wait for itself.
+        """
+        deadline = self._clock.now() + max(0.0, timeout)
+        worker = self._worker
+        if not self._started or not worker.is_alive():
+            return self.pending() <= 0 and not self.kept_in_spool()
+        if is_transport_thread():
+            return False
+        request = worker.request_flush()
+        if holds_logging_lock():
+            return False
+        return request.done.wait(max(0.0, deadline - self._clock.now())) and request.ok
+
+    def close(self, timeout: float) -> bool:
+        """Flush within ``timeout``, then stop the thread; later messages are dropped.
+
+        No request starts and no backoff wait ends past the deadline (see the sender); what
+        is not delivered by then fails with reason ``shutdown_timeout`` and is reported (or is
+        kept in the spool). Returns True when everything was delivered or failed for good in
+        time (False when some is only kept in the spool). Under the logging module's lock, or
+        on the transport thread itself, it does not wait (see :meth:`flush`): the thread
+        finishes on its own, and the exit hook waits for it.
+        """
+        deadline = self._clock.now() + max(0.0, timeout)
+        worker = self._worker
+        if not self._closed:
+            self._closed = True
+            self._closing.begin(deadline)
+            if self._started:
+                worker.enqueue_sentinel()
+        if not self._started:
+            return True
+        if holds_logging_lock() or is_transport_thread():
+            return False
+        if not worker.join(deadline - self._clock.now()):
+            self._abandon()
+            return False
+        self._exporter.shutdown()
+        clean = self._settle_after_crash() if worker.crashed else self._drop_late()
+        return clean and not self.kept_in_spool()
+
+    def _abandon(self) -> None:
+        """At the close deadline, with the thread still stuck in a request: everything it
+        holds is given up (failed, or kept in the spool), from the closing thread."""
+        self._abandoned = True
+        left = self._exporter.take_in_flight() + self._worker.take_everything()
+        self._exporter.give_up(left)
+
+    def _settle_after_crash(self) -> bool:
+        """After the thread died of a bug of ours: fail all it left (reason
+        ``internal_error``); True when it left nothing."""
+        left = self._exporter.take_in_flight() + self._worker.take_everything()
+        if left:
+            error = DeliveryError.internal(len(left), RuntimeError("thread died"))
+            self._ledger.settle(left, error)
+        return not left
+
+    def _drop_late(self) -> bool:
+        """Drop (``after_close``) what was queued after the thread took its last message: a
+        call that raced ``close()``. True when there was none."""
+        late = self._worker.take_late()
+        for item in late:
+            self.drop(item, Reason.AFTER_CLOSE, _AFTER_CLOSE_WHY)
+        return not late
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: a fresh ledger, queue, thread and connection pool; the parent's
+        queue stays the parent's to send (a shared spool file is shared, under its leases)."""
+        self._setup()
+
+
+class InlineTransport:
+    """A transport with no queue and no thread, for a disabled client: each message is built
+    and checked on the calling thread and then discarded (or captured, while
+    ``capture_events()`` is active)."""
+
+    closed = False
+    finishing = False
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._ledger = Ledger()
+
+    @property
+    def ledger(self) -> Ledger:
+        """Where this transport's outcomes are recorded."""
+        return self._ledger
+
+    def submit(self, item: Queueable) -> bool:
+        """Build the message (an invalid one is counted and reported); send nothing."""
+        if _installed:
+            _export_to_installed(item)
+        else:
+            item.prepare()
+        return True
+
+    def drop(self, item: Queueable, reason: Reason, why: str) -> None:
+        """Nothing is sent, so nothing is dropped either."""
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counts of :meth:`HtEvents.stats` (only ``rejected`` can be above zero)."""
+        return self._ledger.snapshot(enqueued=0, queue_depth=0)
+
+    def pending(self) -> int:
+        """Nothing is ever pending."""
+        return 0
+
+    def failed_at_deadline(self) -> int:
+        """Nothing is ever sent."""
+        return 0
+
+    def kept_in_spool(self) -> int:
+        """Nothing is ever kept."""
+        return 0
+
+    def flush(self, timeout: float) -> bool:
+        """Nothing to wait for."""
+        return True
+
+    def close(self, timeout: float) -> bool:
+        """Nothing to wait for."""
+        return True
