@@ -26,7 +26,7 @@ from htevents_logging._transport.ledger import BY_REASON, COUNTERS
 from htevents_logging._transport.worker import BatchWorker
 
 PACKAGE = Path(htevents_logging.__file__).parent
-README = PACKAGE.parent / "README.md"
+README = Path(__file__).resolve().parent.parent / "README.md"
 PUBLIC_MODULES = {"errors", "typing", "testing", "collector", "cli"}
 
 
