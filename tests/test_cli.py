@@ -12,8 +12,8 @@ from conftest import TEST_WRITE_KEY
 from helpers import SETTINGS_ENV, run_python
 
 from htevents_logging.cli import main
+from htevents_logging.cli.demo import DEMO_WRITE_KEY
 from htevents_logging.collector import Collector, Hang, Reply
-from htevents_logging.demo import DEMO_WRITE_KEY
 
 TYPES = ("identify", "track", "page", "screen", "group", "alias")
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -76,7 +76,7 @@ def test_demo_without_structlog_sends_through_the_handler(tmp_path: Path) -> Non
 def test_demo_exits_1_and_says_what_is_missing(tmp_path: Path) -> None:
     code = textwrap.dedent(
         """
-        from htevents_logging import demo
+        from htevents_logging.cli import demo
         from htevents_logging.collector import Collector, Reply
 
         class Refusing(Collector):  # a collector that refuses every request
@@ -103,7 +103,7 @@ def test_demo_restores_the_logging_and_structlog_configuration(tmp_path: Path) -
     code = textwrap.dedent(
         """
         import io, logging, structlog
-        from htevents_logging.demo import DEMO_LOGGER, run_demo
+        from htevents_logging.cli.demo import DEMO_LOGGER, run_demo
 
         root_handler = logging.StreamHandler(io.StringIO())
         logging.getLogger().addHandler(root_handler)

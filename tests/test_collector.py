@@ -262,7 +262,7 @@ def sized_batch(size: int) -> bytes:
 
 
 def test_a_body_must_be_under_500_000_bytes_not_at_it(collector: Collector) -> None:
-    # WIRE.md: "under 500,000 bytes including the envelope".
+    # docs/wire.md: "under 500,000 bytes including the envelope".
     assert post(collector, sized_batch(499_999)).status_code == 200
     assert post(collector, sized_batch(500_000)).status_code == 413
 

@@ -17,6 +17,7 @@ but cannot reopen those.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import logging
 import logging.config
@@ -27,13 +28,14 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Any, Optional, TextIO
 
-from ._client import HtEvents
-from ._frontends.processor import HtEventsProcessor
-from ._identity import bind
-from ._redact import redact_write_key
-from .collector import Collector, format_event
+from .._client import HtEvents
+from .._frontends.processor import HtEventsProcessor
+from .._identity import bind
+from .._message import MESSAGE_TYPES
+from .._redact import redact_write_key
+from ..collector import Collector, format_event
 
-__all__ = ["DEMO_WRITE_KEY", "run_demo"]
+__all__ = ["DEMO_WRITE_KEY", "add_parser", "run", "run_demo"]
 
 #: The made-up key the demo's collector requires and its front-ends send.
 DEMO_WRITE_KEY = "demo-write-key"
@@ -44,9 +46,9 @@ DEMO_LOGGER = "htevents_demo.shop"
 #: How long the demo waits for every event to reach the collector.
 DEADLINE = 10.0
 
-# The order the events are sent in; the collector receives them in this order too, because
-# the three front-ends share one transport (one queue).
-_TYPES = ("identify", "track", "page", "screen", "group", "alias")
+# The order the events are sent in (one of each type); the collector receives them in this
+# order too, because the three front-ends share one transport (one queue).
+_TYPES = MESSAGE_TYPES
 
 
 def _structlog() -> Optional[ModuleType]:
@@ -237,3 +239,24 @@ def run_demo(out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
         return 1
     print(f"\n{summary}", file=out)
     return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Declare ``demo``."""
+    parser = subparsers.add_parser(
+        "demo",
+        help="send one of each message through every front-end to a local collector",
+        description=(
+            "See the whole package work with no write key and no network: start a collector on"
+            " a free loopback port, configure stdlib logging (dictConfig + HtEventsHandler) and"
+            " structlog (HtEventsProcessor), send one identify, track, page, screen, group and"
+            " alias through them and the HtEvents client, wait until all of them arrive, and"
+            " print what the collector received. Exits 1 if something did not arrive."
+        ),
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; the exit status."""
+    return run_demo()
