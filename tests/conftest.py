@@ -16,6 +16,12 @@ TEST_WRITE_KEY = "test-write-key"
 
 
 @pytest.fixture
+def write_key() -> str:
+    """The write key the test collector requires; never to be printed in full (checked)."""
+    return TEST_WRITE_KEY
+
+
+@pytest.fixture
 def collector() -> Iterator[Collector]:
     """A started local /v1/batch endpoint requiring ``TEST_WRITE_KEY``; stopped after the test.
 

@@ -30,6 +30,13 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 5.0) -> bool:
         wake.wait(0.005)
 
 
+def assert_flushed(client: Any, timeout: float = 5.0) -> None:
+    """Assert that ``client.flush(timeout)`` settled everything queued; when it did not, the
+    failure shows ``client.stats()``, which says where the messages are (queued, failed, ...)."""
+    flushed = client.flush(timeout)
+    assert flushed, f"flush({timeout}) returned {flushed!r}; stats: {client.stats()}"
+
+
 class Outcomes:
     """A ``callback(error, message)`` that records every outcome, for asserting on them."""
 

@@ -11,19 +11,18 @@ import threading
 import uuid
 
 import pytest
-from conftest import TEST_WRITE_KEY
 
 from htevents_logging import HtEventsHandler, HtEventsProcessor, bind
 from htevents_logging._message import new_message_id
 
 
 @pytest.fixture
-def blocked(collector):
+def blocked(collector, write_key):
     """A handler and a processor whose transport thread is held until the test releases it,
     so everything the test does after the call happens before the message is built."""
     gate = threading.Event()
     handler = HtEventsHandler(
-        write_key=TEST_WRITE_KEY, host=collector.url, flush_interval=60, max_events_in_batch=50
+        write_key=write_key, host=collector.url, flush_interval=60, max_events_in_batch=50
     )
     handler.client.enqueue(_Gate(gate))  # the thread waits here before anything after it
     logger = logging.getLogger("test.calling_thread")

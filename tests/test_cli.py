@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TEST_WRITE_KEY
 from helpers import SETTINGS_ENV, run_python
 
 from htevents_logging.cli import main
@@ -137,14 +136,14 @@ def send(*args: str) -> int:
 
 
 def test_send_delivers_one_message_and_prints_its_id(
-    collector: Collector, capsys: pytest.CaptureFixture[str]
+    collector: Collector, capsys: pytest.CaptureFixture[str], write_key
 ) -> None:
     status = send(
         "track",
         "--json",
         '{"userId": "123", "event": "Order completed", "properties": {"total": 29.99}}',
         "--write-key",
-        TEST_WRITE_KEY,
+        write_key,
         "--host",
         collector.url,
     )
@@ -162,9 +161,12 @@ def test_send_delivers_one_message_and_prints_its_id(
 
 
 def test_send_takes_its_settings_from_the_environment(
-    collector: Collector, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    collector: Collector,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    write_key,
 ) -> None:
-    monkeypatch.setenv("HT_WRITE_KEY", TEST_WRITE_KEY)
+    monkeypatch.setenv("HT_WRITE_KEY", write_key)
     monkeypatch.setenv("HT_HOST", collector.url + "/")
     monkeypatch.setenv("HT_GZIP", "1")
     monkeypatch.setenv("HT_TIMEOUT", "5")
@@ -180,7 +182,10 @@ def test_send_takes_its_settings_from_the_environment(
 
 
 def test_send_flags_win_over_the_environment(
-    collector: Collector, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    collector: Collector,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    write_key,
 ) -> None:
     monkeypatch.setenv("HT_WRITE_KEY", "not-the-right-key")
     monkeypatch.setenv("HT_HOST", "http://127.0.0.1:1")
@@ -191,7 +196,7 @@ def test_send_flags_win_over_the_environment(
         "--json",
         '{"userId": "1", "name": "Pricing"}',
         "--write-key",
-        TEST_WRITE_KEY,
+        write_key,
         "--host",
         collector.url,
         "--no-gzip",
@@ -202,7 +207,7 @@ def test_send_flags_win_over_the_environment(
 
 
 def test_send_reports_a_rejected_request_and_exits_1(
-    collector: Collector, capsys: pytest.CaptureFixture[str]
+    collector: Collector, capsys: pytest.CaptureFixture[str], write_key
 ) -> None:
     collector.script(Reply(400, body='{"error": "batch[0]: something is wrong"}'))
 
@@ -211,7 +216,7 @@ def test_send_reports_a_rejected_request_and_exits_1(
         "--json",
         '{"userId": "123", "event": "Order completed"}',
         "--write-key",
-        TEST_WRITE_KEY,
+        write_key,
         "--host",
         collector.url,
     )
@@ -228,7 +233,7 @@ def test_send_reports_a_rejected_request_and_exits_1(
 
 
 def test_send_never_prints_the_write_key(
-    collector: Collector, capsys: pytest.CaptureFixture[str]
+    collector: Collector, capsys: pytest.CaptureFixture[str], write_key
 ) -> None:
     wrong_key = "wrong-write-key-0123456789"
     status = send(
@@ -245,11 +250,11 @@ def test_send_never_prints_the_write_key(
     assert status == 1
     assert "401" in err
     assert wrong_key not in out + err
-    assert TEST_WRITE_KEY not in out + err
+    assert write_key not in out + err
 
 
 def test_send_gives_up_at_its_timeout(
-    collector: Collector, capsys: pytest.CaptureFixture[str]
+    collector: Collector, capsys: pytest.CaptureFixture[str], write_key
 ) -> None:
     collector.script(Hang(30))
     started = time.monotonic()
@@ -259,7 +264,7 @@ def test_send_gives_up_at_its_timeout(
         "--json",
         '{"userId": "1", "event": "x"}',
         "--write-key",
-        TEST_WRITE_KEY,
+        write_key,
         "--host",
         collector.url,
         "--timeout",
@@ -285,9 +290,13 @@ def test_send_gives_up_at_its_timeout(
     ],
 )
 def test_send_refuses_a_bad_message_naming_the_problem(
-    args: list[str], expected: str, collector: Collector, capsys: pytest.CaptureFixture[str]
+    args: list[str],
+    expected: str,
+    collector: Collector,
+    capsys: pytest.CaptureFixture[str],
+    write_key,
 ) -> None:
-    status = send(*args, "--write-key", TEST_WRITE_KEY, "--host", collector.url)
+    status = send(*args, "--write-key", write_key, "--host", collector.url)
 
     out, err = capsys.readouterr()
     assert status == 2
@@ -330,17 +339,17 @@ def test_send_refuses_an_unknown_type(capsys: pytest.CaptureFixture[str]) -> Non
     assert "invalid choice: 'purchase'" in capsys.readouterr().err
 
 
-def test_send_as_a_command(collector: Collector, tmp_path: Path) -> None:
+def test_send_as_a_command(collector: Collector, tmp_path: Path, write_key) -> None:
     result = run_python(
         *["-m", "htevents_logging", "send", "screen", "--json", '{"userId": "7", "name": "Home"}'],
         cwd=tmp_path,
-        env={"HT_WRITE_KEY": TEST_WRITE_KEY, "HT_HOST": collector.url},
+        env={"HT_WRITE_KEY": write_key, "HT_HOST": collector.url},
     )
 
     assert result.returncode == 0, result.stderr
     assert re.fullmatch(rf"delivered screen {UUID}\n", result.stdout)
     assert collector.events[0]["name"] == "Home"
-    assert TEST_WRITE_KEY not in result.stdout + result.stderr
+    assert write_key not in result.stdout + result.stderr
 
 
 def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,8 +15,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import TEST_WRITE_KEY
-from helpers import Outcomes, wait_until
+from helpers import Outcomes, assert_flushed, wait_until
 
 from htevents_logging import HtEvents
 from htevents_logging._transport.spool import Spool
@@ -49,10 +48,12 @@ def python(code: str, **kwargs) -> subprocess.Popen[str]:
     )
 
 
-def test_an_outage_keeps_events_in_the_spool_until_the_server_is_back(collector, tmp_path):
+def test_an_outage_keeps_events_in_the_spool_until_the_server_is_back(
+    collector, tmp_path, write_key
+):
     outcomes = Outcomes()
     client = HtEvents(
-        TEST_WRITE_KEY,
+        write_key,
         host=collector.url,
         spool_path=str(tmp_path / "events.db"),
         max_retries=0,
@@ -74,25 +75,27 @@ def test_an_outage_keeps_events_in_the_spool_until_the_server_is_back(collector,
         client.close(2)
 
 
-def test_a_refused_batch_is_deleted_and_reported_not_kept(collector, tmp_path):
+def test_a_refused_batch_is_deleted_and_reported_not_kept(collector, tmp_path, write_key):
     outcomes = Outcomes()
-    client = HtEvents(TEST_WRITE_KEY, host=collector.url, spool_path=str(tmp_path / "s.db"))
+    client = HtEvents(write_key, host=collector.url, spool_path=str(tmp_path / "s.db"))
     try:
         collector.script(Reply(400))
         client.track(user_id="u", event="refused", callback=outcomes)
-        assert client.flush(5)
+        assert_flushed(client, 5)
         assert outcomes.errors[0].reason == "http_4xx"
         assert spool_rows(tmp_path / "s.db") == 0
     finally:
         client.close(2)
 
 
-def test_events_kept_at_exit_are_sent_first_by_the_next_process(collector, tmp_path, down_url):
+def test_events_kept_at_exit_are_sent_first_by_the_next_process(
+    collector, tmp_path, down_url, write_key
+):
     spool = str(tmp_path / "events.db")
     first = python(
         f"""
         from htevents_logging import HtEvents
-        h = HtEvents({TEST_WRITE_KEY!r}, host={down_url!r}, spool_path={spool!r},
+        h = HtEvents({write_key!r}, host={down_url!r}, spool_path={spool!r},
                      max_retries=0, shutdown_timeout=1)
         for i in range(20):
             h.track(user_id="u", event=f"before restart {{i}}")
@@ -104,7 +107,7 @@ def test_events_kept_at_exit_are_sent_first_by_the_next_process(collector, tmp_p
     second = python(
         f"""
         from htevents_logging import HtEvents
-        h = HtEvents({TEST_WRITE_KEY!r}, host={collector.url!r}, spool_path={spool!r})
+        h = HtEvents({write_key!r}, host={collector.url!r}, spool_path={spool!r})
         h.track(user_id="u", event="after restart")
         """
     )
@@ -116,13 +119,15 @@ def test_events_kept_at_exit_are_sent_first_by_the_next_process(collector, tmp_p
     assert sorted(events[:20]) == sorted(f"before restart {i}" for i in range(20))
 
 
-def test_every_event_enqueued_before_flush_returned_survives_kill_9(collector, tmp_path, down_url):
+def test_every_event_enqueued_before_flush_returned_survives_kill_9(
+    collector, tmp_path, down_url, write_key
+):
     spool = str(tmp_path / "events.db")
     victim = python(
         f"""
         import time
         from htevents_logging import HtEvents
-        h = HtEvents({TEST_WRITE_KEY!r}, host={down_url!r}, spool_path={spool!r}, max_retries=0)
+        h = HtEvents({write_key!r}, host={down_url!r}, spool_path={spool!r}, max_retries=0)
         for i in range(50):
             h.track(user_id="u", event=f"e{{i}}")
         print("flushed", h.flush(5), flush=True)
@@ -133,7 +138,7 @@ def test_every_event_enqueued_before_flush_returned_survives_kill_9(collector, t
     assert victim.stdout.readline().strip() == "flushed False"
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait(10)
-    client = HtEvents(TEST_WRITE_KEY, host=collector.url, spool_path=spool)
+    client = HtEvents(write_key, host=collector.url, spool_path=spool)
     try:
         assert collector.wait_for_events(50, 10)
         assert sorted(e["event"] for e in collector.events) == sorted(f"e{i}" for i in range(50))
@@ -141,13 +146,13 @@ def test_every_event_enqueued_before_flush_returned_survives_kill_9(collector, t
         client.close(2)
 
 
-def test_processes_sharing_one_spool_send_each_event_once(collector, tmp_path):
+def test_processes_sharing_one_spool_send_each_event_once(collector, tmp_path, write_key):
     spool = str(tmp_path / "shared.db")
     workers = [
         python(
             f"""
             from htevents_logging import HtEvents
-            h = HtEvents({TEST_WRITE_KEY!r}, host={collector.url!r}, spool_path={spool!r},
+            h = HtEvents({write_key!r}, host={collector.url!r}, spool_path={spool!r},
                          flush_interval=0.01)
             for i in range(60):
                 h.track(user_id="w{n}", event=f"w{n}-{{i}}")
@@ -164,9 +169,9 @@ def test_processes_sharing_one_spool_send_each_event_once(collector, tmp_path):
     assert spool_rows(spool) == 0
 
 
-def test_the_spool_is_bounded_and_drops_the_oldest_counted(tmp_path, down_url):
+def test_the_spool_is_bounded_and_drops_the_oldest_counted(tmp_path, down_url, write_key):
     client = HtEvents(
-        TEST_WRITE_KEY,
+        write_key,
         host=down_url,
         spool_path=str(tmp_path / "small.db"),
         spool_max_bytes=20_000,
@@ -195,16 +200,18 @@ def test_the_spool_is_bounded_and_drops_the_oldest_counted(tmp_path, down_url):
         client.close(1)
 
 
-def test_a_spool_that_cannot_be_reopened_sends_directly_and_loses_nothing(collector, tmp_path):
+def test_a_spool_that_cannot_be_reopened_sends_directly_and_loses_nothing(
+    collector, tmp_path, write_key
+):
     # Regression: reopening the spool (as after every fork) can fail with an OSError (out of
     # file descriptors, the directory gone), which escaped the transport and lost the batch.
     folder = tmp_path / "spool"
     client = HtEvents(
-        TEST_WRITE_KEY, host=collector.url, spool_path=str(folder / "s.db"), flush_interval=0.05
+        write_key, host=collector.url, spool_path=str(folder / "s.db"), flush_interval=0.05
     )
     try:
         client.track(user_id="u", event="before")
-        assert client.flush(5)
+        assert_flushed(client, 5)
         spool = client._transport._spool
         spool._before_fork()  # what a fork does: the connection is closed, reopened on next use
         spool._after_fork_in_parent()
@@ -220,10 +227,10 @@ def test_a_spool_that_cannot_be_reopened_sends_directly_and_loses_nothing(collec
 
 
 def test_a_bug_in_the_spooled_path_fails_the_batch_instead_of_losing_it(
-    collector, tmp_path, monkeypatch
+    collector, tmp_path, monkeypatch, write_key
 ):
     client = HtEvents(
-        TEST_WRITE_KEY, host=collector.url, spool_path=str(tmp_path / "s.db"), flush_interval=0.05
+        write_key, host=collector.url, spool_path=str(tmp_path / "s.db"), flush_interval=0.05
     )
     try:
         outcomes = Outcomes()
@@ -243,10 +250,10 @@ def test_a_bug_in_the_spooled_path_fails_the_batch_instead_of_losing_it(
         client.close(1)
 
 
-def test_close_says_false_while_the_spool_still_keeps_messages(collector, tmp_path):
+def test_close_says_false_while_the_spool_still_keeps_messages(collector, tmp_path, write_key):
     collector.script(*[Reply(503)] * 20)
     client = HtEvents(
-        TEST_WRITE_KEY,
+        write_key,
         host=collector.url,
         spool_path=str(tmp_path / "s.db"),
         flush_interval=0.05,
@@ -258,10 +265,10 @@ def test_close_says_false_while_the_spool_still_keeps_messages(collector, tmp_pa
     assert spool_rows(tmp_path / "s.db") == 1
 
 
-def test_renewing_a_transport_after_fork_does_no_spool_io(tmp_path, monkeypatch):
+def test_renewing_a_transport_after_fork_does_no_spool_io(tmp_path, monkeypatch, write_key):
     # Regression: the child's transport looked into the spool inside the fork hook; a spool
     # locked by another process then held the fork for 5 s and left the transport half made.
-    client = HtEvents(TEST_WRITE_KEY, host="http://127.0.0.1:9", spool_path=str(tmp_path / "s.db"))
+    client = HtEvents(write_key, host="http://127.0.0.1:9", spool_path=str(tmp_path / "s.db"))
     try:
         transport = client._transport
 
@@ -276,9 +283,9 @@ def test_renewing_a_transport_after_fork_does_no_spool_io(tmp_path, monkeypatch)
         client.close(0.5)
 
 
-def test_a_spool_lease_outlasts_the_longest_send_retry_after_included(tmp_path):
+def test_a_spool_lease_outlasts_the_longest_send_retry_after_included(tmp_path, write_key):
     client = HtEvents(
-        TEST_WRITE_KEY,
+        write_key,
         host="http://127.0.0.1:9",
         spool_path=str(tmp_path / "s.db"),
         max_retries=3,

@@ -15,10 +15,9 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable
 
 import pytest
-from conftest import TEST_WRITE_KEY
 from helpers import SETTINGS_ENV, run_python
 
 from htevents_logging.collector import Collector
@@ -26,20 +25,25 @@ from htevents_logging.collector import Collector
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
+@pytest.fixture
 def run_example(
-    args: list[str], collector: Collector, cwd: Path, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """Run ``python ARGS`` with HT_WRITE_KEY / HT_HOST pointing at ``collector``; it must
+    collector: Collector, write_key: str
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``python ARGS`` with HT_WRITE_KEY / HT_HOST pointing at the collector; it must
     succeed, and never show the key."""
-    result = run_python(
-        *args,
-        env={"HT_WRITE_KEY": TEST_WRITE_KEY, "HT_HOST": collector.url},
-        cwd=cwd,
-        timeout=timeout,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert TEST_WRITE_KEY not in result.stdout + result.stderr
-    return result
+
+    def run(args: list[str], cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        result = run_python(
+            *args,
+            env={"HT_WRITE_KEY": write_key, "HT_HOST": collector.url},
+            cwd=cwd,
+            timeout=timeout,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert write_key not in result.stdout + result.stderr
+        return result
+
+    return run
 
 
 def example(name: str) -> str:
@@ -71,8 +75,8 @@ def by_type(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 # dictConfig, Django
 
 
-def test_dictconfig_basic(collector: Collector, tmp_path: Path) -> None:
-    result = run_example([example("dictconfig_basic.py")], collector, tmp_path)
+def test_dictconfig_basic(collector: Collector, run_example, tmp_path: Path) -> None:
+    result = run_example([example("dictconfig_basic.py")], tmp_path)
 
     # Delivered by logging.shutdown() at exit, before the process ended.
     assert collector.wait_for_events(2, timeout=5)
@@ -86,7 +90,9 @@ def test_dictconfig_basic(collector: Collector, tmp_path: Path) -> None:
     assert "INFO shop: Server started" in result.stderr
 
 
-def test_django_settings_runs_without_django(collector: Collector, tmp_path: Path) -> None:
+def test_django_settings_runs_without_django(
+    collector: Collector, run_example, tmp_path: Path
+) -> None:
     code = textwrap.dedent(
         """
         import runpy, sys
@@ -94,7 +100,7 @@ def test_django_settings_runs_without_django(collector: Collector, tmp_path: Pat
         runpy.run_path(sys.argv[1], run_name="__main__")
         """
     )
-    run_example(["-c", code, example("django_settings.py")], collector, tmp_path)
+    run_example(["-c", code, example("django_settings.py")], tmp_path)
 
     assert collector.wait_for_events(1, timeout=5)
     [event] = collector.events
@@ -104,7 +110,7 @@ def test_django_settings_runs_without_django(collector: Collector, tmp_path: Pat
 
 
 def test_django_settings_in_django_with_the_middleware(
-    collector: Collector, tmp_path: Path
+    collector: Collector, run_example, tmp_path: Path
 ) -> None:
     pytest.importorskip("django")
     code = LOAD_EXAMPLE + textwrap.dedent(
@@ -136,7 +142,7 @@ def test_django_settings_in_django_with_the_middleware(
             assert middleware(request).status_code == 200
         """
     )
-    run_example(["-c", code, example("django_settings.py")], collector, tmp_path)
+    run_example(["-c", code, example("django_settings.py")], tmp_path)
 
     assert collector.wait_for_events(2, timeout=5)
     signed_in, anonymous = collector.events
@@ -150,7 +156,9 @@ def test_django_settings_in_django_with_the_middleware(
 # Flask
 
 
-def test_flask_app_binds_the_user_per_request(collector: Collector, tmp_path: Path) -> None:
+def test_flask_app_binds_the_user_per_request(
+    collector: Collector, run_example, tmp_path: Path
+) -> None:
     pytest.importorskip("flask")
     code = LOAD_EXAMPLE + textwrap.dedent(
         """
@@ -169,7 +177,7 @@ def test_flask_app_binds_the_user_per_request(collector: Collector, tmp_path: Pa
         logging.getLogger("shop").info("After", extra={"htevent": {}})
         """
     )
-    run_example(["-c", code, example("flask_app.py")], collector, tmp_path)
+    run_example(["-c", code, example("flask_app.py")], tmp_path)
 
     assert collector.wait_for_events(4, timeout=5)
     first, second, anonymous, after = collector.events
@@ -189,14 +197,16 @@ def test_flask_app_binds_the_user_per_request(collector: Collector, tmp_path: Pa
 
 
 @pytest.fixture
-def fastapi_example(collector: Collector, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+def fastapi_example(
+    collector: Collector, monkeypatch: pytest.MonkeyPatch, write_key
+) -> Iterator[ModuleType]:
     """``examples/fastapi_structlog.py`` imported with HT_* pointing at ``collector``."""
     pytest.importorskip("fastapi")
     pytest.importorskip("httpx")  # what fastapi.testclient.TestClient runs on
     structlog = pytest.importorskip("structlog")
     for name in SETTINGS_ENV:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HT_WRITE_KEY", TEST_WRITE_KEY)
+    monkeypatch.setenv("HT_WRITE_KEY", write_key)
     monkeypatch.setenv("HT_HOST", collector.url)
     name = "fastapi_structlog_example"
     spec = importlib.util.spec_from_file_location(name, EXAMPLES / "fastapi_structlog.py")

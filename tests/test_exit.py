@@ -7,8 +7,6 @@ import sys
 import textwrap
 import time
 
-from conftest import TEST_WRITE_KEY
-
 from htevents_logging.collector import Hang
 
 
@@ -29,11 +27,11 @@ def run_python(code: str, timeout: float = 30) -> tuple[subprocess.CompletedProc
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), elapsed
 
 
-def test_queued_events_are_delivered_at_exit_without_a_flush(collector):
+def test_queued_events_are_delivered_at_exit_without_a_flush(collector, write_key):
     result, _ = run_python(
         f"""
         from htevents_logging import HtEvents
-        htevents = HtEvents({TEST_WRITE_KEY!r}, host={collector.url!r}, flush_interval=60)
+        htevents = HtEvents({write_key!r}, host={collector.url!r}, flush_interval=60)
         for i in range(250):
             htevents.track(user_id="u", event=f"e{{i}}")
         print("ready", flush=True)
@@ -46,13 +44,14 @@ def test_queued_events_are_delivered_at_exit_without_a_flush(collector):
 
 def test_exit_against_a_server_that_never_answers_takes_shutdown_timeout_and_says_so(
     collector,
+    write_key,
 ):
     collector.script(Hang(60))
     result, elapsed = run_python(
         f"""
         from htevents_logging import HtEvents
         htevents = HtEvents(
-            {TEST_WRITE_KEY!r}, host={collector.url!r}, flush_interval=0.01,
+            {write_key!r}, host={collector.url!r}, flush_interval=0.01,
             shutdown_timeout=1.0, http_request_timeout=30,
         )
         htevents.track(user_id="u", event="stuck")
@@ -62,4 +61,4 @@ def test_exit_against_a_server_that_never_answers_takes_shutdown_timeout_and_say
     assert result.returncode == 0
     assert elapsed < 5  # shutdown_timeout is 1 s; the request would wait 30 s
     assert "1 message(s) were not delivered before exit" in result.stderr
-    assert TEST_WRITE_KEY not in result.stderr
+    assert write_key not in result.stderr

@@ -8,7 +8,6 @@ import sys
 import textwrap
 
 import pytest
-from conftest import TEST_WRITE_KEY
 from helpers import run_python
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="fork is POSIX-only")
@@ -18,12 +17,14 @@ def run(code: str) -> subprocess.CompletedProcess[str]:
     return run_python("-c", textwrap.dedent(code))
 
 
-def test_a_forked_child_gets_a_fresh_transport_and_never_resends_the_parents_queue(collector):
+def test_a_forked_child_gets_a_fresh_transport_and_never_resends_the_parents_queue(
+    collector, write_key
+):
     result = run(
         f"""
         import os, threading
         from htevents_logging import HtEvents
-        htevents = HtEvents({TEST_WRITE_KEY!r}, host={collector.url!r}, flush_interval=60)
+        htevents = HtEvents({write_key!r}, host={collector.url!r}, flush_interval=60)
         htevents.track(user_id="parent", event="queued before fork")
         parent_transport = htevents._transport
         pid = os.fork()
@@ -44,14 +45,14 @@ def test_a_forked_child_gets_a_fresh_transport_and_never_resends_the_parents_que
     assert events == {"queued before fork": 1, "from child": 1, "after fork": 1}
 
 
-def test_a_forked_childs_stats_count_what_the_child_rejected(collector):
+def test_a_forked_childs_stats_count_what_the_child_rejected(collector, write_key):
     # Regression: the client kept the parent's Stats object, so what a child rejected was
     # counted where the child's stats() never looked.
     result = run(
         f"""
         import os
         from htevents_logging import HtEvents
-        htevents = HtEvents({TEST_WRITE_KEY!r}, host={collector.url!r}, flush_interval=60)
+        htevents = HtEvents({write_key!r}, host={collector.url!r}, flush_interval=60)
         htevents.track(user_id="parent", event="starts the transport")
         pid = os.fork()
         if pid == 0:
@@ -70,7 +71,9 @@ def test_a_forked_childs_stats_count_what_the_child_rejected(collector):
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
-def test_events_from_multiprocessing_workers_are_all_delivered(collector, method, tmp_path):
+def test_events_from_multiprocessing_workers_are_all_delivered(
+    collector, method, tmp_path, write_key
+):
     script = tmp_path / "workers.py"
     script.write_text(
         textwrap.dedent(
@@ -79,7 +82,7 @@ def test_events_from_multiprocessing_workers_are_all_delivered(collector, method
             from htevents_logging import HtEvents
 
             def make():
-                return HtEvents({TEST_WRITE_KEY!r}, host={collector.url!r}, flush_interval=60)
+                return HtEvents({write_key!r}, host={collector.url!r}, flush_interval=60)
 
             def work(n):
                 htevents = make()   # spawn: a new client; fork: the parent's, renewed
@@ -106,14 +109,14 @@ def test_events_from_multiprocessing_workers_are_all_delivered(collector, method
     assert len(ids) == len(set(ids)) == 101
 
 
-def test_a_warning_lock_held_by_a_parent_thread_at_fork_never_blocks_the_child():
+def test_a_warning_lock_held_by_a_parent_thread_at_fork_never_blocks_the_child(write_key):
     # Regression: the rate limiter's lock was inherited as it was; a parent thread inside a
     # warning at the fork left it held forever, and the child's first warning hung its call.
     result = run(
         f"""
         import os, signal, threading
         from htevents_logging import HtEvents, _diagnostics
-        client = HtEvents({TEST_WRITE_KEY!r}, host="http://127.0.0.1:9", flush_interval=60)
+        client = HtEvents({write_key!r}, host="http://127.0.0.1:9", flush_interval=60)
         client.close(0.1)
         held, release = threading.Event(), threading.Event()
         def holder():

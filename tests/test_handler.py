@@ -15,7 +15,6 @@ from typing import Any, Callable
 
 import _app_events
 import pytest
-from conftest import TEST_WRITE_KEY
 from helpers import run_python, transport_threads
 
 from htevents_logging import HtEvents
@@ -69,10 +68,10 @@ def make_handler(closing: Callable[[Any], Any]) -> Callable[..., HtEventsHandler
 
 
 @pytest.fixture
-def delivery(collector: Collector) -> dict[str, Any]:
+def delivery(collector: Collector, write_key) -> dict[str, Any]:
     """Client settings that deliver to the test's collector within 50 ms."""
     return {
-        "write_key": TEST_WRITE_KEY,
+        "write_key": write_key,
         "host": collector.url,
         "flush_interval": 0.05,
         "shutdown_timeout": 2.0,

@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 import pytest
-from conftest import TEST_WRITE_KEY
+from helpers import assert_flushed
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -101,9 +101,9 @@ payloads = st.one_of(
 
 
 @pytest.fixture
-def front_ends(collector):
+def front_ends(collector, write_key):
     handler = HtEventsHandler(
-        write_key=TEST_WRITE_KEY, host=collector.url, flush_interval=0.05, max_events_in_batch=50
+        write_key=write_key, host=collector.url, flush_interval=0.05, max_events_in_batch=50
     )
     logger = logging.getLogger("test.hostile")
     logger.addHandler(handler)
@@ -136,8 +136,7 @@ def test_no_payload_ever_raises_and_each_is_delivered_or_counted(front_ends, col
 
     with caplog.at_level(logging.WARNING, logger="htevents_logging"):
         log_it()
-        assert client.flush(20)
-
+        assert_flushed(client, 20)
     stats = client.stats()
     assert stats["dropped"] == 0 and stats["failed"] == 0
     assert stats["sent"] + stats["rejected"] == calls
@@ -157,7 +156,7 @@ def test_a_hot_loop_of_bad_input_gives_one_warning_and_counts_every_call(front_e
     with caplog.at_level(logging.WARNING, logger="htevents_logging"):
         for _ in range(5_000):
             logger.info("Bad", extra={"htevent": {"properties": "not a mapping"}})
-        assert client.flush(10)
+        assert_flushed(client, 10)
     warnings = [r for r in caplog.records if r.name == "htevents_logging"]
     assert len(warnings) == 1
     assert "'test.hostile'" in warnings[0].getMessage()
@@ -179,7 +178,7 @@ def test_odd_values_are_sent_in_their_json_form_not_dropped(front_ends, collecto
         1: "int key",
     }
     logger.info("Odd values", extra={"htevent": {"userId": "u", "properties": properties}})
-    assert client.flush(5)
+    assert_flushed(client, 5)
     [event] = collector.events
     sent = event["properties"]
     assert sent["when"] == "2026-01-02T03:04:05" and sent["price"] == 9.99
@@ -221,7 +220,7 @@ def test_objects_that_cannot_even_be_read_are_counted_and_never_raise(front_ends
         processor(None, "info", {"event": "x", "logger": Unprintable(), "htevent": {}})
         processor(None, "info", {"event": "x", "htevent": BrokenMapping()})
         logger.info("Broken", extra={"htevent": BrokenMapping()})
-        assert client.flush(5)
+        assert_flushed(client, 5)
     assert client.stats()["rejected_by_reason"] == {"invalid": 4}
     assert client.stats()["sent"] == 0
     messages = [r.getMessage() for r in caplog.records if r.name == "htevents_logging"]

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
-from conftest import TEST_WRITE_KEY
 
 from htevents_logging import HtEvents, bind
 from htevents_logging._frontends.handler import HtEventsHandler
@@ -157,9 +156,10 @@ def test_a_task_created_inside_bind_inherits_it():
 
 def test_the_identity_is_taken_when_the_message_is_built_not_when_it_is_sent(
     collector: Collector,
+    write_key,
 ):
     logger = logging.getLogger("identity.delivered")
-    handler = HtEventsHandler(write_key=TEST_WRITE_KEY, host=collector.url, flush_interval=60.0)
+    handler = HtEventsHandler(write_key=write_key, host=collector.url, flush_interval=60.0)
     logger.addHandler(handler)
     logger.propagate = False
     logger.setLevel(logging.INFO)

@@ -10,15 +10,15 @@ from __future__ import annotations
 import logging
 import time
 
-from conftest import TEST_WRITE_KEY
+from helpers import assert_flushed
 
 from htevents_logging import HtEvents
 from htevents_logging._diagnostics import log
 from htevents_logging.collector import Reply
 
 
-def test_flush_under_the_logging_lock_returns_at_once_and_delivery_carries_on(collector):
-    client = HtEvents(TEST_WRITE_KEY, host=collector.url, flush_interval=60)
+def test_flush_under_the_logging_lock_returns_at_once_and_delivery_carries_on(collector, write_key):
+    client = HtEvents(write_key, host=collector.url, flush_interval=60)
     try:
         client.track(user_id="u", event="queued")
         with logging._lock:
@@ -26,14 +26,16 @@ def test_flush_under_the_logging_lock_returns_at_once_and_delivery_carries_on(co
             start = time.monotonic()
             client.flush(timeout=3)
             assert time.monotonic() - start < 2  # a deadlock would last the whole 3 s
-        assert client.flush(timeout=5)
+        assert_flushed(client, timeout=5)
         assert [e["event"] for e in collector.events] == ["queued"]
     finally:
         client.close(1)
 
 
-def test_close_under_the_logging_lock_returns_at_once_and_the_thread_still_delivers(collector):
-    client = HtEvents(TEST_WRITE_KEY, host=collector.url, flush_interval=60)
+def test_close_under_the_logging_lock_returns_at_once_and_the_thread_still_delivers(
+    collector, write_key
+):
+    client = HtEvents(write_key, host=collector.url, flush_interval=60)
     client.track(user_id="u", event="queued")
     with logging._lock:
         logging.Logger.manager._clear_cache()
@@ -44,21 +46,21 @@ def test_close_under_the_logging_lock_returns_at_once_and_the_thread_still_deliv
 
 
 def test_the_transport_threads_own_warnings_wait_for_the_lock_instead_of_blocking(
-    collector, caplog
+    collector, caplog, write_key
 ):
-    client = HtEvents(TEST_WRITE_KEY, host=collector.url, flush_interval=60)
+    client = HtEvents(write_key, host=collector.url, flush_interval=60)
     try:
         # One request first, outside the lock: urllib3 then has its logger's level cached and
         # the connection open, so only this package's own logging runs under the lock (this
         # test once passed only when the test before it had warmed that cache).
         client.track(user_id="u", event="warm-up")
-        assert client.flush(timeout=5)
+        assert_flushed(client, timeout=5)
         collector.script(Reply(400))
         client.track(user_id="u", event="refused")
         with logging._lock:
             client.flush(timeout=0)
             assert collector.wait_for_requests(2, timeout=5)
-        assert client.flush(timeout=5)
+        assert_flushed(client, timeout=5)
         with caplog.at_level(logging.DEBUG, logger="htevents_logging"):
             log(logging.DEBUG, "next")  # deferred records come out with the next one
         assert any("refused by" in r.getMessage() for r in caplog.records)

@@ -9,8 +9,7 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
-from conftest import TEST_WRITE_KEY
-from helpers import run_python
+from helpers import assert_flushed, run_python
 
 from htevents_logging import HtEvents
 from htevents_logging._diagnostics import reset_warning_limits
@@ -293,8 +292,8 @@ def test_without_the_processor_the_stdlib_handler_picks_the_payload_up(stdlib_lo
 # Delivery, construction, lifecycle
 
 
-def test_events_are_delivered(make_processor, configure, collector: Collector):
-    processor = make_processor(write_key=TEST_WRITE_KEY, host=collector.url, flush_interval=60.0)
+def test_events_are_delivered(make_processor, configure, collector: Collector, write_key):
+    processor = make_processor(write_key=write_key, host=collector.url, flush_interval=60.0)
     log = configure(processor)
 
     log.info("Order completed", htevent={"userId": "1"})
@@ -304,8 +303,8 @@ def test_events_are_delivered(make_processor, configure, collector: Collector):
     assert (event["event"], event["userId"]) == ("Order completed", "1")
 
 
-def test_a_given_client_is_flushed_not_closed_by_close(collector: Collector):
-    with HtEvents(TEST_WRITE_KEY, host=collector.url, flush_interval=60.0) as client:
+def test_a_given_client_is_flushed_not_closed_by_close(collector: Collector, write_key):
+    with HtEvents(write_key, host=collector.url, flush_interval=60.0) as client:
         processor = HtEventsProcessor(client=client)
         processor(None, "info", {"event": "Via processor", "htevent": {"userId": "1"}})
 
@@ -313,7 +312,7 @@ def test_a_given_client_is_flushed_not_closed_by_close(collector: Collector):
         assert len(collector.events) == 1
 
         client.track(user_id="1", event="Still open")
-        assert client.flush(5)
+        assert_flushed(client, 5)
         assert [e["event"] for e in collector.events] == ["Via processor", "Still open"]
 
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from conftest import TEST_WRITE_KEY
-from helpers import Outcomes
+from helpers import Outcomes, assert_flushed
 
 from htevents_logging import HtEvents, HtEventsHandler, HtEventsProcessor
 from htevents_logging._diagnostics import disable_debug_output
@@ -22,18 +21,18 @@ def _no_debug_output_after_the_test():
     disable_debug_output()
 
 
-def test_debug_output_errors_and_reprs_never_show_the_key(collector, capfd, caplog):
+def test_debug_output_errors_and_reprs_never_show_the_key(collector, capfd, caplog, write_key):
     outcomes = Outcomes()
-    echoed = f'{{"error": "bad key {TEST_WRITE_KEY}"}}'  # a server that echoes the key back
+    echoed = f'{{"error": "bad key {write_key}"}}'  # a server that echoes the key back
     collector.script(Reply(500), Drop(), Reply(401, body=echoed))
     with caplog.at_level(logging.DEBUG):
         client = HtEvents(
-            TEST_WRITE_KEY, host=collector.url, debug=True, retry_backoff=0.01, max_retries=3
+            write_key, host=collector.url, debug=True, retry_backoff=0.01, max_retries=3
         )
         handler = HtEventsHandler(client=client)
         processor = HtEventsProcessor(client=client)
         client.track(user_id="u", event="x", callback=outcomes)
-        assert client.flush(5)
+        assert_flushed(client, 5)
         texts = [
             repr(client),
             repr(client.settings),
@@ -50,7 +49,7 @@ def test_debug_output_errors_and_reprs_never_show_the_key(collector, capfd, capl
     assert "attempt 1 failed" in err  # debug=True printed the retries to stderr...
     assert outcomes.errors[0].status == 401
     for text in [*texts, out, err]:
-        assert TEST_WRITE_KEY not in text  # ...and never the key
+        assert write_key not in text  # ...and never the key
     assert any("test…" in text for text in texts)
 
 
@@ -64,18 +63,18 @@ def test_a_short_key_echoed_by_the_server_is_left_out_with_the_text_around_it(
     collector.script(Reply(401, body=f'{{"error": "bad key {short}"}}'))
     client = closing(HtEvents(short, host=collector.url))
     client.track(user_id="u", event="x", callback=outcomes)
-    assert client.flush(5)
+    assert_flushed(client, 5)
     [error] = outcomes.errors
     assert error.status == 401 and "left out: it contains the write key" in str(error)
     for text in [str(error), *(r.getMessage() for r in caplog.records)]:
         assert short not in text
 
 
-def test_a_missing_or_bad_setting_error_never_shows_the_key():
+def test_a_missing_or_bad_setting_error_never_shows_the_key(write_key):
     try:
-        HtEvents(TEST_WRITE_KEY, host="not-a-url")
+        HtEvents(write_key, host="not-a-url")
     except ValueError as error:
-        assert TEST_WRITE_KEY not in str(error)
+        assert write_key not in str(error)
     else:
         raise AssertionError("a bad host must be refused")
 

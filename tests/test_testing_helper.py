@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from conftest import TEST_WRITE_KEY
-from helpers import run_python
+from helpers import assert_flushed, run_python
 
 from htevents_logging import HtEvents
 from htevents_logging._frontends.handler import HtEventsHandler
@@ -35,11 +34,11 @@ def test_every_front_end_is_captured_in_order():
     assert all("messageId" in e and "timestamp" in e for e in events)
 
 
-def test_nothing_reaches_the_network(collector: Collector):
-    with HtEvents(TEST_WRITE_KEY, host=collector.url, flush_interval=0.05) as client:
+def test_nothing_reaches_the_network(collector: Collector, write_key):
+    with HtEvents(write_key, host=collector.url, flush_interval=0.05) as client:
         with capture_events() as events:
             client.track(user_id="1", event="Captured")
-        assert client.flush(5)
+        assert_flushed(client, 5)
         stats = client.stats()
 
     assert [e["event"] for e in events] == ["Captured"]
@@ -47,23 +46,21 @@ def test_nothing_reaches_the_network(collector: Collector):
     assert collector.requests == []
 
 
-def test_after_the_block_messages_are_sent_again(collector: Collector):
-    with HtEvents(TEST_WRITE_KEY, host=collector.url, flush_interval=0.05) as client:
+def test_after_the_block_messages_are_sent_again(collector: Collector, write_key):
+    with HtEvents(write_key, host=collector.url, flush_interval=0.05) as client:
         with capture_events():
             client.track(user_id="1", event="Captured")
         client.track(user_id="1", event="Sent")
-        assert client.flush(5)
-
+        assert_flushed(client, 5)
     assert [e["event"] for e in collector.events] == ["Sent"]
 
 
-def test_the_capture_ends_even_when_the_block_raises(collector: Collector):
-    with HtEvents(TEST_WRITE_KEY, host=collector.url, flush_interval=0.05) as client:
+def test_the_capture_ends_even_when_the_block_raises(collector: Collector, write_key):
+    with HtEvents(write_key, host=collector.url, flush_interval=0.05) as client:
         with pytest.raises(RuntimeError), capture_events():
             raise RuntimeError("the test failed")
         client.track(user_id="1", event="Sent")
-        assert client.flush(5)
-
+        assert_flushed(client, 5)
     assert [e["event"] for e in collector.events] == ["Sent"]
 
 

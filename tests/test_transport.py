@@ -13,8 +13,7 @@ import threading
 import time
 
 import pytest
-from conftest import TEST_WRITE_KEY
-from helpers import Outcomes, transport_threads, wait_until
+from helpers import Outcomes, assert_flushed, transport_threads, wait_until
 
 from htevents_logging import DeliveryError, HtEvents, HtEventsHandler, MessageTooLargeError
 from htevents_logging._transport.sender import is_retryable_status, parse_retry_after
@@ -22,7 +21,7 @@ from htevents_logging.collector import Cut, Drop, Hang, Reply
 
 
 @pytest.fixture
-def make_client(collector, closing):
+def make_client(collector, closing, write_key):
     """Clients aimed at the test's collector, with fast retries; all closed after the test."""
 
     def make(**overrides) -> HtEvents:
@@ -34,7 +33,7 @@ def make_client(collector, closing):
             "shutdown_timeout": 1.0,
             **overrides,
         }
-        return closing(HtEvents(TEST_WRITE_KEY, **settings))
+        return closing(HtEvents(write_key, **settings))
 
     return make
 
@@ -50,7 +49,7 @@ def test_batches_are_cut_by_count(collector, make_client):
     client = make_client(max_events_in_batch=15, flush_interval=60)
     for i in range(35):
         client.track(user_id="u", event=f"e{i}")
-    assert client.flush(5)
+    assert_flushed(client, 5)
     assert batch_sizes(collector) == [15, 15, 5]
 
 
@@ -59,7 +58,7 @@ def test_batches_are_cut_by_real_bytes_under_500000(collector, make_client):
     big = "é" * 14_000  # 28,000 bytes of UTF-8, 14,000 characters
     for i in range(40):
         client.track(user_id="u", event=f"e{i}", properties={"blob": big})
-    assert client.flush(10)
+    assert_flushed(client, 10)
     assert len(collector.events) == 40
     assert all(len(r.body) < 500_000 for r in collector.requests)
     assert len(collector.requests) >= 3
@@ -118,7 +117,7 @@ def test_a_full_queue_drops_counts_and_reports_without_blocking(collector, make_
 def test_batches_go_one_at_a_time_in_order(collector, make_client):
     client = make_client(max_events_in_batch=5, flush_interval=60)
     sent = [client.track(user_id="u", event=f"e{i}")["messageId"] for i in range(23)]
-    assert client.flush(5)
+    assert_flushed(client, 5)
     assert [e["messageId"] for e in collector.events] == sent
 
 
@@ -126,25 +125,25 @@ def test_batches_go_one_at_a_time_in_order(collector, make_client):
 
 
 def test_the_request_carries_basic_auth_the_write_key_field_and_our_user_agent(
-    collector, make_client
+    collector, make_client, write_key
 ):
     client = make_client()
     client.track(user_id="u", event="x")
-    assert client.flush(5)
+    assert_flushed(client, 5)
     request = collector.requests[0]
     assert request.method == "POST" and request.path == "/v1/batch"
     assert request.header("Authorization") == "Basic dGVzdC13cml0ZS1rZXk6"
     assert request.header("Content-Type") == "application/json"
     assert request.header("User-Agent") == "htevents-logging/0.1.0"
     assert request.header("Content-Encoding") is None
-    assert request.json["writeKey"] == TEST_WRITE_KEY
+    assert request.json["writeKey"] == write_key
     assert request.body.startswith(b'{"batch":[{')  # compact JSON
 
 
 def test_gzip_compresses_the_body(collector, make_client):
     client = make_client(gzip=True)
     client.track(user_id="u", event="zipped")
-    assert client.flush(5)
+    assert_flushed(client, 5)
     request = collector.requests[0]
     assert request.header("Content-Encoding") == "gzip"
     assert request.body[:2] == b"\x1f\x8b"
@@ -158,7 +157,7 @@ def test_batches_and_retries_reuse_one_kept_alive_connection(collector, make_cli
     collector.script(Reply(503), Reply(500, body=b'{"error": "try again"}'))
     for i in range(5):
         client.track(user_id="u", event=f"e{i}")
-    assert client.flush(5)
+    assert_flushed(client, 5)
     assert [r.status for r in collector.requests] == [503, 500, 200, 200, 200, 200, 200]
     assert len({r.client_port for r in collector.requests}) == 1
 
@@ -172,7 +171,7 @@ def test_any_2xx_is_success_and_is_not_retried(collector, make_client, status):
     client = make_client()
     collector.script(Reply(status, body=b"" if status == 204 else b"{}"))
     client.track(user_id="u", event="x", callback=outcomes)
-    assert client.flush(5)
+    assert_flushed(client, 5)
     assert len(collector.requests) == 1
     assert outcomes.errors == [None]
     assert client.stats()["sent"] == 1 and client.stats()["retries"] == 0
@@ -182,7 +181,7 @@ def test_a_2xx_cut_off_mid_body_is_still_a_success(collector, make_client):
     client = make_client()
     collector.script(Cut(200, body=b'{"ok": true}'))
     client.track(user_id="u", event="x")
-    assert client.flush(5)
+    assert_flushed(client, 5)
     assert len(collector.requests) == 1  # not retried: the server said it took the batch
     assert client.stats()["sent"] == 1 and client.stats()["retries"] == 0
 
@@ -194,7 +193,7 @@ def test_a_4xx_cut_off_mid_body_is_still_decided_by_its_status(collector, make_c
     client = make_client()
     collector.script(Cut(400))
     client.track(user_id="u", event="x", callback=outcomes)
-    assert client.flush(5)
+    assert_flushed(client, 5)
     assert len(collector.requests) == 1  # a 400 is not retried, even without its body
     [error] = outcomes.errors
     assert isinstance(error, DeliveryError) and error.reason == "http_4xx"
@@ -215,19 +214,21 @@ def test_a_4xx_cut_off_mid_body_is_still_decided_by_its_status(collector, make_c
     ],
     ids=["400-json", "400-empty", "400-html", "401", "413", "501", "505"],
 )
-def test_other_4xx_and_501_505_fail_at_once_whatever_the_body(collector, make_client, reply):
+def test_other_4xx_and_501_505_fail_at_once_whatever_the_body(
+    collector, make_client, reply, write_key
+):
     outcomes = Outcomes()
     failures = []
     client = make_client(on_error=lambda error, messages: failures.append((error, messages)))
     collector.script(reply)
     message = client.track(user_id="u", event="x", callback=outcomes)
-    assert client.flush(5)
+    assert_flushed(client, 5)
     assert len(collector.requests) == 1
     [error] = outcomes.errors
     assert isinstance(error, DeliveryError)
     assert error.status == reply.status and error.attempts == 1
     assert error.reason == f"http_{reply.status // 100}xx"
-    assert TEST_WRITE_KEY not in str(error)
+    assert write_key not in str(error)
     [(reported, messages)] = failures
     assert reported is error and [m["messageId"] for m in messages] == [message["messageId"]]
     assert client.stats()["failed_by_reason"] == {error.reason: 1}
@@ -252,7 +253,7 @@ def test_transient_failures_are_retried_with_the_same_message_id(collector, make
     client = make_client(http_request_timeout=1.0)
     collector.script(failure)
     message = client.track(user_id="u", event="x")
-    assert client.flush(5)
+    assert_flushed(client, 5)
     requests = collector.requests
     assert len(requests) == 2
     assert [e["messageId"] for e in collector.events] == [message["messageId"]]
@@ -265,7 +266,7 @@ def test_sent_at_is_refreshed_on_every_attempt(collector, make_client):
     client = make_client(retry_backoff=0.05)
     collector.script(Reply(500))
     client.track(user_id="u", event="x")
-    assert client.flush(5)
+    assert_flushed(client, 5)
     first, second = (json.loads(r.body)["sentAt"] for r in collector.requests)
     assert first < second
 
@@ -275,7 +276,7 @@ def test_retries_stop_after_max_retries_and_are_reported(collector, make_client)
     client = make_client(max_retries=2)
     collector.script(Reply(500), Reply(503), Reply(500), Reply(200))
     client.track(user_id="u", event="x", callback=outcomes)
-    assert client.flush(5)
+    assert_flushed(client, 5)
     assert len(collector.requests) == 3  # 1 attempt + 2 retries
     [error] = outcomes.errors
     assert isinstance(error, DeliveryError)
@@ -288,7 +289,7 @@ def test_retry_after_sets_the_wait(collector, make_client):
     client = make_client()
     collector.script(Reply(429, headers={"Retry-After": "1"}))
     client.track(user_id="u", event="x")
-    assert client.flush(5)
+    assert_flushed(client, 5)
     first, second = collector.requests
     assert second.received_at - first.received_at >= 0.9
 
@@ -315,7 +316,7 @@ def test_a_bug_while_sending_fails_the_batch_instead_of_losing_it(
 
     monkeypatch.setattr(sender, "body", broken_body)
     client.track(user_id="u", event="x", callback=outcomes)
-    assert client.flush(5)
+    assert_flushed(client, 5)
     [error] = outcomes.errors
     assert isinstance(error, DeliveryError) and error.reason == "internal_error"
     assert "RuntimeError" in str(error)
@@ -336,9 +337,9 @@ def test_a_raising_callback_or_on_error_never_kills_the_thread(collector, make_c
     client = make_client(on_error=bad_on_error)
     collector.script(Reply(400))
     client.track(user_id="u", event="refused", callback=bad_callback)
-    assert client.flush(5)
+    assert_flushed(client, 5)
     client.track(user_id="u", event="later", callback=bad_callback)
-    assert client.flush(5)
+    assert_flushed(client, 5)
     assert [e["event"] for e in collector.events] == ["later"]
 
 
@@ -347,7 +348,7 @@ def test_stats_count_every_outcome(collector, make_client):
     collector.script(Reply(200), Reply(500))
     for i in range(4):
         client.track(user_id="u", event=f"e{i}")
-    assert client.flush(5)
+    assert_flushed(client, 5)
     stats = client.stats()
     assert (stats["enqueued"], stats["sent"], stats["failed"], stats["batches"]) == (4, 2, 2, 1)
     assert stats["queue_depth"] == 0
@@ -466,7 +467,7 @@ def test_closing_one_sharer_leaves_the_other_working(collector, make_client):
     first, second = make_client(), make_client()
     assert first.close(5)
     second.track(user_id="u", event="still works")
-    assert second.flush(5)
+    assert_flushed(second, 5)
     assert [e["event"] for e in collector.events] == ["still works"]
 
 
@@ -503,7 +504,7 @@ def test_a_message_that_races_close_is_dropped_and_reported_never_stranded(colle
     # after the thread had taken its last one: never sent, never counted, close() said True.
     client = make_client()
     client.track(user_id="u", event="warm-up")
-    assert client.flush(5)
+    assert_flushed(client, 5)
     transport = client._transport
     paused = PausingQueue(transport._worker.queue)
     transport._worker.queue = paused  # the worker owns the queue: one attribute to patch
@@ -529,9 +530,9 @@ def test_a_callback_that_raises_systemexit_does_not_end_the_thread(collector, ma
 
     client = make_client()
     client.track(user_id="u", event="first", callback=exits)
-    assert client.flush(5)
+    assert_flushed(client, 5)
     client.track(user_id="u", event="second")
-    assert client.flush(5)
+    assert_flushed(client, 5)
     assert [e["event"] for e in collector.events] == ["first", "second"]
 
 
@@ -610,7 +611,7 @@ def test_a_thread_that_cannot_start_drops_the_message_and_says_why(make_client, 
     assert error.reason == "no_thread" and "can't start new thread" in str(error)
     monkeypatch.undo()
     client.track(user_id="u", event="y")  # the next call starts it
-    assert client.flush(5)
+    assert_flushed(client, 5)
 
 
 def test_a_dropped_invalid_payload_is_counted_once_as_rejected(make_client):
@@ -670,3 +671,12 @@ def test_close_at_its_deadline_reports_the_batch_being_built_too(collector, make
     assert outcomes.wait(17, timeout=5)
     assert {e.reason for e in outcomes.errors} == {"shutdown_timeout"}
     assert client.stats()["failed_by_reason"] == {"shutdown_timeout": 17}
+
+
+def test_assert_flushed_shows_the_stats_when_delivery_is_not_done(collector, make_client):
+    collector.script(Hang(3))
+    client = make_client(http_request_timeout=5)
+    client.track(user_id="u", event="stuck")
+    assert collector.wait_for_requests(1, 5)
+    with pytest.raises(AssertionError, match=r"returned False; stats: \{'enqueued': 1"):
+        assert_flushed(client, 0.1)

@@ -6,8 +6,6 @@ import json
 import re
 from pathlib import Path
 
-from conftest import TEST_WRITE_KEY
-
 from htevents_logging import HtEvents
 
 NODE = json.loads((Path(__file__).parent / "captures" / "ht-node-basic-000.json").read_text())
@@ -16,8 +14,8 @@ STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 NODE_ONLY = {"_metadata"}
 
 
-def send_the_capture_scenario(collector) -> dict:
-    client = HtEvents(TEST_WRITE_KEY, host=collector.url, flush_interval=60)
+def send_the_capture_scenario(collector, write_key) -> dict:
+    client = HtEvents(write_key, host=collector.url, flush_interval=60)
     client.identify(user_id="user-1", traits={"email": "a@example.com", "plan": "pro"})
     client.track(
         {"userId": "user-1", "event": "Order Completed", "properties": {"revenue": 12.5, "n": 1}},
@@ -45,23 +43,23 @@ def send_the_capture_scenario(collector) -> dict:
     return {"request": request, "body": json.loads(request.body)}
 
 
-def test_headers_match_the_node_sdk(collector):
-    ours = send_the_capture_scenario(collector)["request"]
+def test_headers_match_the_node_sdk(collector, write_key):
+    ours = send_the_capture_scenario(collector, write_key)["request"]
     node = {name.lower(): value for name, value in NODE["headers"]}
     assert ours.header("Content-Type") == node["content-type"]
     assert ours.header("Authorization") == node["authorization"]
     assert ours.method == NODE["method"] and ours.path == NODE["path"]
 
 
-def test_envelope_matches_and_adds_the_write_key_field(collector):
-    body = send_the_capture_scenario(collector)["body"]
+def test_envelope_matches_and_adds_the_write_key_field(collector, write_key):
+    body = send_the_capture_scenario(collector, write_key)["body"]
     assert set(body) == set(NODE["body_json"]) | {"writeKey"}
     assert STAMP.match(body["sentAt"]) and STAMP.match(NODE["body_json"]["sentAt"])
-    assert body["writeKey"] == TEST_WRITE_KEY
+    assert body["writeKey"] == write_key
 
 
-def test_every_message_matches_field_by_field(collector):
-    ours = send_the_capture_scenario(collector)["body"]["batch"]
+def test_every_message_matches_field_by_field(collector, write_key):
+    ours = send_the_capture_scenario(collector, write_key)["body"]["batch"]
     theirs = NODE["body_json"]["batch"]
     assert len(ours) == len(theirs) == 6
     for mine, node in zip(ours, theirs):

@@ -1,6 +1,7 @@
 """Chaos, in the suite: every messageId arrives through 503s, 429s, drops, hangs and an outage.
 
-The same driver runs larger as ``python benchmarks/chaos.py``.
+A soak test (marked ``slow``, ~15 s): it runs in the default suite, and ``-m "not slow"`` leaves
+it out of a fast loop. The same driver runs larger as ``python benchmarks/chaos.py``.
 """
 
 from __future__ import annotations
@@ -8,9 +9,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from chaos import run_chaos
+
+pytestmark = pytest.mark.slow
 
 
 def test_every_event_arrives_through_the_chaos_schedule_and_a_5s_outage(capsys):

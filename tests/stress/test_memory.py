@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from helpers import run_python
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 pytestmark = [
     pytest.mark.slow,
