@@ -1,9 +1,10 @@
 """Send Hightouch Events through the logging you already have.
 
 ``HtEvents`` is the client; ``HtEventsHandler`` (stdlib ``logging``) and ``HtEventsProcessor``
-(structlog) are the logging front-ends; ``bind`` sets the identity of a request. The public
-modules besides this one are ``errors``, ``typing``, ``testing``, ``collector`` and ``cli``;
-every module whose name starts with ``_`` is private and may change.
+(structlog) are the logging front-ends; ``bind`` sets the identity of a request, and
+``redact`` makes a ready ``before_send``. The public modules besides this one are ``errors``,
+``typing``, ``testing``, ``metrics``, ``collector`` and ``cli``; every module whose name starts
+with ``_`` is private and may change.
 """
 
 from . import _lifecycle  # noqa: F401 (installs the fork and exit hooks, once)
@@ -11,6 +12,7 @@ from ._client import HtEvents
 from ._frontends.handler import HtEventsHandler
 from ._frontends.processor import HtEventsProcessor
 from ._identity import bind
+from ._privacy import redact
 from ._version import __version__
 from .errors import DeliveryError, HtEventsError, MessageTooLargeError, Reason
 
@@ -24,4 +26,5 @@ __all__ = [
     "Reason",
     "__version__",
     "bind",
+    "redact",
 ]

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from typing_extensions import TypedDict, Unpack
 
-from ._diagnostics import enable_debug_output
+from ._diagnostics import enable_debug_output, warn_limited
 from ._encoding import MAX_MESSAGE_BYTES, dumps
 from ._identity import Identity
 from ._message import CURRENT_IDENTITY, MessageFields, build_message
@@ -22,7 +22,7 @@ from ._time import Timestamp
 from ._transport import Envelope, Outlet, Queueable, acquire, release
 from ._transport.ledger import Ledger
 from .errors import MessageTooLargeError, Reason
-from .typing import Callback, ErrorHandler, Message
+from .typing import BeforeSend, Callback, ErrorHandler, Message
 
 __all__ = ["ClientSettings", "HtEvents"]
 
@@ -47,6 +47,10 @@ class ClientSettings(TypedDict, total=False):
     retry_backoff: float
     retry_backoff_max: float
     retry_after_max: float
+    block_on_full: float
+    before_send: Optional[BeforeSend]
+    context: Optional[Mapping[str, Any]]
+    properties: Optional[Mapping[str, Any]]
 
 
 class HtEvents:
@@ -124,7 +128,8 @@ class HtEvents:
             event_default=event_default,
             timestamp_default=timestamp_default,
         )
-        self.enqueue(envelope)
+        if envelope is not None:
+            self.enqueue(envelope)
         return built
 
     def prepare(
@@ -137,12 +142,15 @@ class HtEvents:
         event_default: Optional[str] = None,
         timestamp_default: Optional[Timestamp] = None,
         identity: Optional[Identity] = CURRENT_IDENTITY,
-    ) -> tuple[Message, Envelope]:
+    ) -> tuple[Message, Optional[Envelope]]:
         """Build, check and encode a message; count it as ``rejected`` when that fails.
 
         This is the work the calling thread does for a direct call, and the transport thread
-        does for a logged event (see :mod:`htevents_logging.frontend`).
+        does for a logged event (see :mod:`htevents_logging._frontends.shared`). The client's
+        ``context`` and ``properties`` are merged in, then ``before_send`` runs; the envelope is
+        ``None`` when the hook dropped the message (counted and reported here).
         """
+        settings = self.settings
         try:
             if callback is not None and not callable(callback):
                 raise TypeError("callback must be callable as callback(error, message)")
@@ -153,7 +161,14 @@ class HtEvents:
                 event_default=event_default,
                 timestamp_default=timestamp_default,
                 identity=identity,
+                context_defaults=settings.context,
+                properties_defaults=settings.properties,
             )
+            if settings.before_send is not None:
+                changed = self._before_send(built, callback)
+                if changed is None:
+                    return built, None
+                built = changed
             data = dumps(built)
             if len(data) > MAX_MESSAGE_BYTES:
                 raise MessageTooLargeError(
@@ -168,6 +183,38 @@ class HtEvents:
             raise
         keep = callback is not None or self._on_error is not None
         return built, Envelope(data, built if keep else None, callback, self._on_error)
+
+    def _before_send(self, built: Message, callback: Optional[Callback]) -> Optional[Message]:
+        """Run ``before_send``: the message to send, or ``None`` when it dropped the message
+        (reason ``before_send``) or raised (reason ``before_send_error``, with a rate-limited
+        WARNING carrying the traceback). A hook that fails sends nothing: it may have been
+        there to redact."""
+        hook = self.settings.before_send
+        assert hook is not None
+        try:
+            result = hook(built)
+            if result is not None and not isinstance(result, Mapping):
+                raise TypeError(
+                    f"before_send must return the message or None, not {type(result).__name__}"
+                )
+        except Exception as error:
+            warn_limited(
+                "before_send_error",
+                "htevents-logging: before_send raised %s: %s; the message was not sent",
+                type(error).__name__,
+                error,
+                exc_info=True,
+            )
+            why = f"before_send raised {type(error).__name__}"
+            told = Envelope(b"", built, callback, self._on_error)
+            self._ledger.drop([told], Reason.BEFORE_SEND_ERROR, why, warn=False)
+            return None
+        if result is None:
+            # A filter, on purpose: no warning, and no on_error (it is not a failure).
+            told = Envelope(b"", built, callback, None)
+            self._ledger.drop([told], Reason.BEFORE_SEND, "before_send returned None", warn=False)
+            return None
+        return result if type(result) is dict else dict(result)
 
     def enqueue(self, item: Queueable) -> None:
         """Hand an encoded message, or a logged event still to be built, to the transport.
@@ -271,10 +318,24 @@ class HtEvents:
         """Counts since start, for this client's (shared) transport.
 
         ``enqueued``, ``sent``, ``failed``, ``dropped`` (queue full, after close), ``rejected``
-        (invalid or oversize), ``retries``, ``batches``, ``queue_depth``, and the splits
-        ``failed_by_reason``, ``dropped_by_reason`` and ``rejected_by_reason``.
+        (invalid or oversize), ``retries``, ``batches``, ``queue_depth``, the splits
+        ``failed_by_reason``, ``dropped_by_reason`` and ``rejected_by_reason``, and the health
+        figures ``last_success_at`` and ``last_failure_at`` (wall-clock seconds, or ``None``)
+        and ``consecutive_failures`` (failed requests since the last delivery).
         """
         return self._transport.snapshot()
+
+    def healthy(self, max_age: Optional[float] = None) -> bool:
+        """Whether delivery works, for a health check or an alert.
+
+        False when the last request to the server failed (``stats()["consecutive_failures"]``
+        is above 0: the server is down, refuses the key, or times out), until a request
+        succeeds again. With ``max_age`` (seconds), also False when messages are waiting and
+        nothing was delivered for longer than that. A client that has nothing to send is
+        healthy.
+        """
+        transport = self._transport
+        return transport.ledger.healthy(transport.pending() > 0, max_age)
 
     def __enter__(self) -> HtEvents:
         return self

@@ -29,15 +29,17 @@ _logging_lock: Any = getattr(logging, "_lock", None)
 _deferred: collections.deque[tuple[int, str, tuple[Any, ...], Any]] = collections.deque(maxlen=100)
 
 
-def log(level: int, msg: str, *args: Any, exc_info: bool = False) -> None:
+def log(level: int, msg: str, *args: Any, exc_info: bool = False, exc: Any = None) -> None:
     """Log on the package logger without ever waiting for the logging module's lock.
 
     ``dictConfig`` holds that lock while it flushes our handler, and the flush waits for the
     transport thread; if that thread then logged normally it could block on the same lock, and
     reconfiguring logging would stall until the flush timed out. So while the lock is held by
     someone else, records are kept (up to 100) and logged on the next call that finds it free.
+    ``exc_info=True`` attaches the exception being handled; ``exc`` one taken earlier.
     """
-    exc: Any = sys.exc_info() if exc_info else None
+    if exc_info:
+        exc = sys.exc_info()
     lock = _logging_lock
     if lock is not None:
         if not lock.acquire(blocking=False):
@@ -68,13 +70,15 @@ _lock = threading.Lock()
 _last: dict[str, tuple[float, int]] = {}  # key -> (time of the last warning, suppressed since)
 
 
-def warn_limited(key: str, msg: str, *args: Any) -> None:
+def warn_limited(key: str, msg: str, *args: Any, exc_info: bool = False) -> None:
     """Log a WARNING at most once per ``WARNING_INTERVAL`` seconds for each ``key``.
 
     Repeats in between are counted and the next warning says how many were left out, so a
     service that logs the same bad payload in a loop gets one line every ten seconds, not
-    thousands, and still learns the size of the problem.
+    thousands, and still learns the size of the problem. With ``exc_info``, the warning carries
+    the traceback of the exception being handled.
     """
+    exc = sys.exc_info() if exc_info else None
     now = time.monotonic()
     with _lock:
         last, suppressed = _last.get(key, (-WARNING_INTERVAL, 0))
@@ -84,7 +88,7 @@ def warn_limited(key: str, msg: str, *args: Any) -> None:
         _last[key] = (now, 0)
     if suppressed:
         msg += f" ({suppressed} similar warning(s) suppressed in the last {WARNING_INTERVAL:g}s)"
-    log(logging.WARNING, msg, *args)
+    log(logging.WARNING, msg, *args, exc=exc)
 
 
 def reset_warning_limits() -> None:

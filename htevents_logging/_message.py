@@ -192,6 +192,8 @@ def build_message(
     event_default: Optional[str] = None,
     timestamp_default: Optional[Timestamp] = None,
     identity: Optional[Identity] = CURRENT_IDENTITY,
+    context_defaults: Optional[Mapping[str, Any]] = None,
+    properties_defaults: Optional[Mapping[str, Any]] = None,
 ) -> Message:
     """Validate a message in either spelling and return its wire form (a new dict).
 
@@ -199,7 +201,9 @@ def build_message(
     record (the log message, the record's time). The bound identity (:func:`bind`) fills
     missing ids: the one bound where this is called, or ``identity``, a snapshot taken on the
     thread that logged. A message with neither id gets a new UUID4 ``anonymousId``. The
-    caller's mappings are copied, never changed.
+    caller's mappings are copied, never changed. ``context_defaults`` and
+    ``properties_defaults`` (the client's ``context`` and ``properties`` settings) are merged
+    under the message's own, key by key, below the bound context: the message wins.
 
     Raises ``ValueError`` or ``TypeError`` naming the field that is wrong.
     """
@@ -242,6 +246,8 @@ def build_message(
             )
         out["event"] = event
         out["properties"] = _mapping(type_, "properties", given.get("properties"))
+        if properties_defaults:
+            out["properties"] = {**properties_defaults, **out["properties"]}
     elif type_ in ("identify", "group"):
         if type_ == "group":
             group_id = _identifier(type_, "groupId", given.get("groupId"))
@@ -251,6 +257,8 @@ def build_message(
         out["traits"] = _mapping(type_, "traits", given.get("traits"))
     elif type_ in ("page", "screen"):
         properties = _mapping(type_, "properties", given.get("properties"))
+        if properties_defaults:
+            properties = {**properties_defaults, **properties}
         name = _optional_str(type_, "name", given.get("name"))
         category = _optional_str(type_, "category", given.get("category"))
         if name is not None:
@@ -271,6 +279,8 @@ def build_message(
     context = _mapping(type_, "context", given.get("context"))
     if bound is not None and bound.context:
         context = {**bound.context, **context}
+    if context_defaults:
+        context = {**context_defaults, **context}
     library = context.get("library")
     context["library"] = {**library, **LIBRARY} if isinstance(library, Mapping) else dict(LIBRARY)
     out["context"] = context

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 from ._redact import redact_write_key
-from .typing import ErrorHandler
+from .typing import BeforeSend, ErrorHandler
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PATH", "WRITE_KEY_ENV", "Settings"]
 
@@ -46,7 +47,8 @@ class Settings:
 
     It is also the sharing key: front-ends whose settings are equal share one transport (one
     queue, one thread, one connection pool). Equality and the hash take every field except
-    the few marked per-client (``disable``, ``on_error``, ``debug``), so a new setting is part
+    the few marked per-client (``disable``, ``on_error``, ``debug``, ``before_send``,
+    ``context``, ``properties``: the client applies them itself), so a new setting is part
     of the key unless it says otherwise, and cannot be left out of it by mistake.
     """
 
@@ -68,6 +70,10 @@ class Settings:
     retry_backoff: float = 0.5
     retry_backoff_max: float = 30.0
     retry_after_max: float = 60.0
+    block_on_full: float = 0.0
+    before_send: Optional[BeforeSend] = field(default=None, compare=False)  # per client
+    context: Optional[Mapping[str, Any]] = field(default=None, compare=False)  # per client
+    properties: Optional[Mapping[str, Any]] = field(default=None, compare=False)  # per client
 
     @classmethod
     def create(cls, **kwargs: Any) -> Settings:
@@ -123,6 +129,17 @@ class Settings:
         for flag in ("disable", "gzip", "debug"):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} must be True or False, not {getattr(self, flag)!r}")
+        block = _positive_number("block_on_full", self.block_on_full, allow_zero=True)
+        if block == float("inf"):
+            raise ValueError("block_on_full must be a finite number of seconds, got inf")
+        if self.before_send is not None and not callable(self.before_send):
+            raise TypeError(
+                "before_send must be a callable before_send(message) -> message or None"
+            )
+        for name in ("context", "properties"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Mapping):
+                raise TypeError(f"{name} must be a mapping, not {type(value).__name__}")
         if self.on_error is not None and not callable(self.on_error):
             raise TypeError("on_error must be a callable on_error(error, messages)")
         if self.spool_path is not None and not isinstance(self.spool_path, (str, os.PathLike)):

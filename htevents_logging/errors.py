@@ -53,6 +53,11 @@ class Reason(str, enum.Enum):
     SPOOL_FULL = ("spool_full", "dropped")
     #: The background thread could not be started.
     NO_THREAD = ("no_thread", "dropped")
+    #: The ``before_send`` hook returned ``None``: the message was filtered out on purpose.
+    BEFORE_SEND = ("before_send", "dropped")
+    #: The ``before_send`` hook raised (logged with its traceback): the message is not sent,
+    #: since a hook that redacts must not let an unredacted message through.
+    BEFORE_SEND_ERROR = ("before_send_error", "dropped")
     #: The message was invalid (the warning or exception names the field).
     INVALID = ("invalid", "rejected")
     #: The message was over 32 KB as JSON.
@@ -73,7 +78,8 @@ class DeliveryError(HtEventsError):
     It is what ``callback(error, message)`` and ``on_error(error, messages)`` receive.
     ``reason`` is a :class:`Reason`, the key :meth:`HtEvents.stats` counts it under:
     ``http_3xx``, ``http_4xx``, ``http_5xx``, ``retries_exhausted``, ``shutdown_timeout``,
-    ``internal_error``, ``queue_full``, ``after_close``, ``spool_full`` or ``no_thread``.
+    ``internal_error``, ``queue_full``, ``after_close``, ``spool_full``, ``no_thread``,
+    ``before_send`` or ``before_send_error``.
     ``status`` is the last HTTP status when there was one, and ``attempts`` how many
     requests were made.
     """

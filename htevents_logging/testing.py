@@ -1,8 +1,8 @@
 """Check the events your code sends, in its own tests, with no network and no write key.
 
 :func:`capture_events` collects every message that any front-end in the process (an
-:class:`~htevents_logging.HtEvents` client, :class:`~htevents_logging.handler.HtEventsHandler`,
-:class:`~htevents_logging.processor.HtEventsProcessor`) would send, in the form it would be sent,
+:class:`~htevents_logging.HtEvents` client, :class:`~htevents_logging.HtEventsHandler`,
+:class:`~htevents_logging.HtEventsProcessor`) would send, in the form it would be sent,
 instead of queueing it::
 
     from htevents_logging.testing import capture_events

@@ -265,3 +265,22 @@ def test_celery_gunicorn_note_names_the_hooks() -> None:
     assert len(blocks) == 2
     for block in blocks:
         compile(block.split("```", 1)[0], "celery_gunicorn.md", "exec")
+
+
+# --------------------------------------------------------------------------------------------
+# The controls
+
+
+def test_controls_redact_filter_and_share_context(
+    collector: Collector, run_example, tmp_path: Path
+) -> None:
+    result = run_example([example("controls.py")], tmp_path)
+
+    identify, track = collector.events  # "Health checked" was filtered out
+    assert identify["traits"] == {"email": "[redacted]", "plan": "pro"}
+    assert "ip" not in identify["context"]
+    assert identify["context"]["app"] == {"name": "shop", "version": "1.4.2"}
+    assert track["properties"] == {"region": "eu", "total": 29.99}
+    assert "healthy: True dropped: {'before_send': 1}" in result.stdout
+    if importlib.util.find_spec("opentelemetry.sdk") is not None:
+        assert "htevents.sent" in result.stdout

@@ -27,7 +27,7 @@ from htevents_logging._transport.worker import BatchWorker
 
 PACKAGE = Path(htevents_logging.__file__).parent
 README = Path(__file__).resolve().parent.parent / "README.md"
-PUBLIC_MODULES = {"errors", "typing", "testing", "collector", "cli"}
+PUBLIC_MODULES = {"errors", "typing", "testing", "collector", "cli", "metrics"}
 
 
 def test_the_package_exports_exactly_these_names():
@@ -41,6 +41,7 @@ def test_the_package_exports_exactly_these_names():
         "Reason",
         "__version__",
         "bind",
+        "redact",
     ]
 
 
@@ -53,7 +54,7 @@ def test_the_package_exports_exactly_these_names():
         ),
         (
             htevents_logging.typing,
-            ["Callback", "ErrorHandler", "Message", "MessageFields", "Timestamp"],
+            ["BeforeSend", "Callback", "ErrorHandler", "Message", "MessageFields", "Timestamp"],
         ),
         (htevents_logging.testing, ["capture_events", "htevents_events"]),
     ],
@@ -147,7 +148,7 @@ def test_the_settings_are_the_sharing_key():
 
 def test_a_new_setting_is_part_of_the_sharing_key_unless_it_says_otherwise():
     per_client = {field.name for field in dataclasses.fields(Settings) if not field.compare}
-    assert per_client == {"disable", "on_error", "debug"}
+    assert per_client == {"disable", "on_error", "debug", "before_send", "context", "properties"}
 
 
 def test_clients_with_equal_settings_share_one_transport():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any, Optional
 
@@ -33,6 +34,12 @@ class Ledger:
         self._counts = dict.fromkeys(COUNTERS, 0)
         self._reasons: dict[str, dict[str, int]] = {name: {} for name in BY_REASON}
         self._discarded = 0
+        # Health: wall-clock times of the last delivered and the last failed request, and the
+        # failed requests since the last delivery.
+        self._last_success_at: Optional[float] = None
+        self._last_failure_at: Optional[float] = None
+        self._consecutive_failures = 0
+        self._started_at = time.time()
 
     def _add(self, name: str, n: int = 1, reason: Optional[Reason] = None) -> None:
         with self._lock:
@@ -46,18 +53,32 @@ class Ledger:
     def settle(self, batch: Sequence[Envelope], error: Optional[DeliveryError]) -> None:
         """A batch was delivered (``error`` is ``None``) or failed for good."""
         if error is None:
-            self._add("sent", len(batch))
-            self._add("batches")
+            with self._lock:
+                self._counts["sent"] += len(batch)
+                self._counts["batches"] += 1
+                self._last_success_at = time.time()
+                self._consecutive_failures = 0
         else:
             self._add("failed", len(batch), error.reason)
+            self._failed_once()
             log(logging.WARNING, "htevents-logging: %s", error)
         self._report(batch, error)
 
-    def drop(self, told: Sequence[Envelope], reason: Reason, why: str, count: int = 1) -> None:
+    def drop(
+        self,
+        told: Sequence[Envelope],
+        reason: Reason,
+        why: str,
+        count: int = 1,
+        *,
+        warn: bool = True,
+    ) -> None:
         """``count`` messages were dropped before they could be sent; ``told`` are those of
-        them that someone is to be told about (a callback or an ``on_error``)."""
+        them that someone is to be told about (a callback or an ``on_error``). ``warn=False``
+        when the caller has warned already, or the drop was asked for."""
         self._add("dropped", count, reason)
-        warn_limited(f"dropped:{reason.value}", "htevents-logging dropped a message: %s", why)
+        if warn:
+            warn_limited(f"dropped:{reason.value}", "htevents-logging dropped a message: %s", why)
         if told:
             self._report(told, DeliveryError(f"message dropped: {why}", reason=reason))
 
@@ -73,11 +94,18 @@ class Ledger:
             self._discarded += 1
 
     def retried(self) -> None:
-        """One more attempt at a batch."""
+        """An attempt at a batch failed, and another follows."""
         self._add("retries")
+        self._failed_once()
+
+    def _failed_once(self) -> None:
+        with self._lock:
+            self._last_failure_at = time.time()
+            self._consecutive_failures += 1
 
     def kept(self, error: DeliveryError, retry_every: float) -> None:
         """A batch that could not be delivered yet is kept in the spool for a later try."""
+        self._failed_once()
         warn_limited(
             "spool-kept",
             "htevents-logging: %s; the messages are kept in the spool and retried every "
@@ -117,6 +145,15 @@ class Ledger:
         with self._lock:
             return self._counts["sent"] + self._counts["failed"] + self._discarded
 
+    def healthy(self, waiting: bool, max_age: Optional[float]) -> bool:
+        """True unless the last request failed, or (with ``max_age``) messages are ``waiting``
+        and nothing was delivered for ``max_age`` seconds."""
+        with self._lock:
+            if self._consecutive_failures:
+                return False
+            since = self._last_success_at or self._started_at
+        return max_age is None or not waiting or time.time() - since <= max_age
+
     def failed_by(self, reason: Reason) -> int:
         """How many messages failed for ``reason``."""
         with self._lock:
@@ -124,11 +161,16 @@ class Ledger:
 
     def snapshot(self, *, enqueued: int, queue_depth: int) -> dict[str, Any]:
         """The counts of :meth:`HtEvents.stats`: every counter, the ``*_by_reason`` splits,
-        and ``queue_depth``."""
+        ``queue_depth``, and the health figures (``last_success_at``, ``last_failure_at``:
+        wall-clock seconds or ``None``; ``consecutive_failures``: failed requests since the last
+        delivery)."""
         with self._lock:
             out: dict[str, Any] = dict(self._counts)
             for name in BY_REASON:
                 out[f"{name}_by_reason"] = dict(self._reasons[name])
+            out["last_success_at"] = self._last_success_at
+            out["last_failure_at"] = self._last_failure_at
+            out["consecutive_failures"] = self._consecutive_failures
         out["enqueued"] = enqueued
         out["queue_depth"] = queue_depth
         return out

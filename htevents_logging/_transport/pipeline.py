@@ -122,7 +122,30 @@ def _open_spool(settings: Settings) -> Optional[Spool]:
     )
 
 
-class Transport:
+class _Outlet:
+    """What both transports share: the ledger, and handing every message to the installed
+    exporters instead while there are any (``capture_events()``)."""
+
+    settings: Settings
+    _ledger: Ledger
+
+    @property
+    def ledger(self) -> Ledger:
+        """Where this transport's outcomes are recorded (a new one in a forked child)."""
+        return self._ledger
+
+    def submit(self, item: Queueable) -> bool:
+        """Hand over one message without waiting; False (and reported) when it is dropped."""
+        if _installed:
+            _export_to_installed(item)
+            return True
+        return self._accept(item)
+
+    def _accept(self, item: Queueable) -> bool:
+        raise NotImplementedError
+
+
+class Transport(_Outlet):
     """Queue, batch and export for one set of settings, shared by the front-ends.
 
     It owns the lifecycle flags (started, closed) and the close signal; the worker owns the
@@ -165,18 +188,10 @@ class Transport:
             max_queue_size=settings.max_queue_size,
         )
 
-    @property
-    def ledger(self) -> Ledger:
-        """Where this transport's outcomes are recorded (a new one in a forked child)."""
-        return self._ledger
-
     # -- the calling thread ---------------------------------------------------------------
 
-    def submit(self, item: Queueable) -> bool:
+    def _accept(self, item: Queueable) -> bool:
         """Queue one message without waiting; False (and reported) when it is dropped."""
-        if _installed:
-            _export_to_installed(item)
-            return True
         if self._closed:
             self.drop(item, Reason.AFTER_CLOSE, _AFTER_CLOSE_WHY)
             return False
@@ -191,17 +206,25 @@ class Transport:
                 )
                 return False
         worker = self._worker
-        if not worker.put(item):
+        if not worker.put(item) and not worker.put(item, self._patience()):
             self.drop(
                 item,
                 Reason.QUEUE_FULL,
                 f"the queue is full ({self.settings.max_queue_size} messages): the server is "
-                "slow or down; raise max_queue_size or configure spool_path",
+                "slow or down; raise max_queue_size, set block_on_full, or configure spool_path",
             )
             return False
         if self._closed and worker.finished:
             self._drop_late()  # close() came in between, and the thread has gone
         return True
+
+    def _patience(self) -> float:
+        """How long a call may wait for room in a full queue: ``block_on_full``, but never on
+        the transport thread (it is the one making room) nor under the logging module's lock."""
+        wait = self.settings.block_on_full
+        if wait > 0 and (is_transport_thread() or holds_logging_lock()):
+            return 0.0
+        return wait
 
     def _start(self) -> Optional[Exception]:
         """Start the thread (once); the error when it cannot be started."""
@@ -345,7 +368,7 @@ class Transport:
         self._setup()
 
 
-class InlineTransport:
+class InlineTransport(_Outlet):
     """A transport with no queue and no thread, for a disabled client: each message is built
     and checked on the calling thread and then discarded (or captured, while
     ``capture_events()`` is active)."""
@@ -357,17 +380,9 @@ class InlineTransport:
         self.settings = settings
         self._ledger = Ledger()
 
-    @property
-    def ledger(self) -> Ledger:
-        """Where this transport's outcomes are recorded."""
-        return self._ledger
-
-    def submit(self, item: Queueable) -> bool:
+    def _accept(self, item: Queueable) -> bool:
         """Build the message (an invalid one is counted and reported); send nothing."""
-        if _installed:
-            _export_to_installed(item)
-        else:
-            item.prepare()
+        item.prepare()
         return True
 
     def drop(self, item: Queueable, reason: Reason, why: str) -> None:

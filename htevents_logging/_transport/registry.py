@@ -10,12 +10,19 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from typing import Optional
+from typing import Any, Optional
 
 from .._settings import Settings
 from .pipeline import InlineTransport, Outlet, Transport
 
-__all__ = ["acquire", "after_fork_in_child", "close_all", "kept_in_spools", "release"]
+__all__ = [
+    "acquire",
+    "after_fork_in_child",
+    "close_all",
+    "kept_in_spools",
+    "release",
+    "snapshots",
+]
 
 _lock = threading.Lock()
 _transports: dict[Settings, Transport] = {}
@@ -91,6 +98,13 @@ def kept_in_spools() -> dict[str, int]:
         if transport.settings.spool_path is not None:
             kept[str(transport.settings.spool_path)] = transport.kept_in_spool()
     return {path: count for path, count in kept.items() if count}
+
+
+def snapshots() -> list[dict[str, Any]]:
+    """The ``stats()`` of every transport this process made (for the metrics)."""
+    with _lock:
+        transports = list(_everyone)
+    return [transport.snapshot() for transport in transports]
 
 
 def after_fork_in_child() -> None:

@@ -120,13 +120,29 @@ class BatchWorker(logging.handlers.QueueListener):
 
     # -- the calling threads ------------------------------------------------------------------
 
-    def put(self, item: Queueable) -> bool:
-        """Queue a message without waiting; False when the queue is full."""
+    def put(self, item: Queueable, wait: float = 0.0) -> bool:
+        """Queue a message; False when the queue is full (after waiting up to ``wait`` seconds
+        for room: the ``block_on_full`` setting)."""
         q = self.queue
-        if q.qsize() - self._markers >= self._max_queue_size:
-            return False
-        q.put(item)
-        return True
+        if q.qsize() - self._markers < self._max_queue_size:
+            q.put(item)
+            return True
+        return wait > 0 and self._put_when_room(item, wait)
+
+    def _put_when_room(self, item: Queueable, wait: float) -> bool:
+        """Wait for room (polling, from 0.5 ms up to 10 ms apart) until ``wait`` has passed."""
+        deadline = time.monotonic() + wait
+        pause = 0.0005
+        idle = threading.Event()  # never set: a GIL-free pause
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            idle.wait(min(pause, left))
+            pause = min(pause * 2, 0.01)
+            if self.queue.qsize() - self._markers < self._max_queue_size:
+                self.queue.put(item)
+                return True
 
     def _put_marker(self, marker: _Marker) -> None:
         with self._markers_lock:

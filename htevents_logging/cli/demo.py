@@ -2,8 +2,8 @@
 
 :func:`run_demo` starts a local :class:`~htevents_logging.collector.Collector` on a free
 loopback port with a made-up write key, configures stdlib logging through
-``logging.config.dictConfig`` with an :class:`~htevents_logging.handler.HtEventsHandler`,
-configures structlog with an :class:`~htevents_logging.processor.HtEventsProcessor` (when
+``logging.config.dictConfig`` with an :class:`~htevents_logging.HtEventsHandler`,
+configures structlog with an :class:`~htevents_logging.HtEventsProcessor` (when
 structlog is installed), and sends one ``identify``, ``track``, ``page``, ``screen``, ``group``
 and ``alias`` spread across the handler, the processor and an
 :class:`~htevents_logging.HtEvents` client. All three are built with the same settings, so they

@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 from urllib.parse import urlsplit
@@ -20,7 +21,16 @@ from .._encoding import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES
 from .._message import MESSAGE_TYPES
 from .._redact import redact_write_key
 
-__all__ = ["Request", "Rules", "Verdict", "error_body", "judge"]
+__all__ = ["Request", "Rules", "Verdict", "error_body", "find_header", "judge"]
+
+
+def find_header(headers: Sequence[tuple[str, str]], name: str) -> Optional[str]:
+    """The value of header ``name`` in ``headers``, matched case-insensitively, or None."""
+    wanted = name.lower()
+    for key, value in headers:
+        if key.lower() == wanted:
+            return value
+    return None
 
 
 @dataclass(frozen=True)
@@ -36,11 +46,7 @@ class Request:
 
     def header(self, name: str) -> Optional[str]:
         """The value of header ``name``, matched case-insensitively, or None."""
-        wanted = name.lower()
-        for key, value in self.headers:
-            if key.lower() == wanted:
-                return value
-        return None
+        return find_header(self.headers, name)
 
 
 @dataclass(frozen=True)

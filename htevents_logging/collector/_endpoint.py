@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Optional, TextIO
 
-from ._contract import Rules, judge
+from ._contract import Rules, find_header, judge
 from ._format import format_event
 from ._script import NORMAL, Action, Answer
 from ._server import Connection
@@ -56,11 +56,7 @@ class ReceivedRequest:
 
     def header(self, name: str) -> Optional[str]:
         """The value of header ``name``, matched case-insensitively, or None if it was not sent."""
-        wanted = name.lower()
-        for key, value in self.headers:
-            if key.lower() == wanted:
-                return value
-        return None
+        return find_header(self.headers, name)
 
     def __repr__(self) -> str:
         return (

@@ -73,16 +73,20 @@ class Reply(_Scripted):
     rejection that must not be retried. A 2xx reply still validates the request and, when it is
     valid, records its events (a client that treats ``201`` as success has delivered them); any
     other status records the request but none of its events. ``Content-Length`` is always set
-    by the collector; a ``Content-Type`` in ``headers`` overrides ``content_type``.
+    by the collector; a ``Content-Type`` in ``headers`` overrides ``content_type``. ``delay``
+    (seconds) answers that much later, like a slow server.
     """
 
     status: int = 200
     body: Union[bytes, str] = b"{}"
     headers: Mapping[str, str] = field(default_factory=dict)
     content_type: str = "application/json"
+    delay: float = 0.0
 
     def __post_init__(self) -> None:
         _check_status("Reply", self.status)
+        if self.delay < 0:
+            raise ValueError(f"Reply delay must be >= 0, got {self.delay!r}")
 
     def describe(self) -> str:
         """``scripted Reply(<status>)``."""
@@ -95,7 +99,9 @@ class Reply(_Scripted):
         return False, self.status, verdict.error or self.describe()
 
     def answer(self, exchange: Exchange, verdict: Verdict, stopping: threading.Event) -> None:
-        """Send the scripted answer."""
+        """Send the scripted answer (after ``delay``, or at once when the collector stops)."""
+        if self.delay:
+            stopping.wait(self.delay)
         body = self.body.encode("utf-8") if isinstance(self.body, str) else self.body
         exchange.answer(self.status, body, content_type=self.content_type, headers=self.headers)
 
