@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
+import requests
 from typing_extensions import TypedDict, Unpack
 
 from ._diagnostics import enable_debug_output, warn_limited
@@ -51,6 +52,11 @@ class ClientSettings(TypedDict, total=False):
     before_send: Optional[BeforeSend]
     context: Optional[Mapping[str, Any]]
     properties: Optional[Mapping[str, Any]]
+    trust_env: bool
+    proxies: Optional[Mapping[str, str]]
+    verify: Union[bool, str]
+    cert: Optional[Union[str, tuple[str, str]]]
+    session: Optional[requests.Session]
 
 
 class HtEvents:

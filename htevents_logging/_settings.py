@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
+import requests
+
 from ._redact import redact_write_key
 from .typing import BeforeSend, ErrorHandler
 
@@ -21,6 +23,15 @@ DEFAULT_HOST = "https://us-east-1.hightouch-events.com"
 DEFAULT_PATH = "/v1/batch"
 #: The environment variable the write key is read from when none is given.
 WRITE_KEY_ENV = "HT_WRITE_KEY"
+
+
+def _without_password(url: str) -> str:
+    """A proxy URL with its password (``http://user:secret@host``) replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 def _positive_number(name: str, value: Any, *, allow_zero: bool = False) -> float:
@@ -71,6 +82,12 @@ class Settings:
     retry_backoff_max: float = 30.0
     retry_after_max: float = 60.0
     block_on_full: float = 0.0
+    trust_env: bool = True
+    # Normalized at creation to sorted (scheme, url) pairs: hashable, so part of the key.
+    proxies: Optional[tuple[tuple[str, str], ...]] = None
+    verify: Union[bool, str] = True
+    cert: Optional[Union[str, tuple[str, str]]] = None
+    session: Optional[requests.Session] = None
     before_send: Optional[BeforeSend] = field(default=None, compare=False)  # per client
     context: Optional[Mapping[str, Any]] = field(default=None, compare=False)  # per client
     properties: Optional[Mapping[str, Any]] = field(default=None, compare=False)  # per client
@@ -96,6 +113,19 @@ class Settings:
             if not isinstance(spool_path, (str, os.PathLike)):
                 raise TypeError("spool_path must be a path")
             kwargs["spool_path"] = os.path.abspath(spool_path)  # one file, however spelled
+        proxies = kwargs.get("proxies")
+        if proxies is not None:
+            if not isinstance(proxies, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in proxies.items()
+            ):
+                raise TypeError(
+                    "proxies must be a mapping of scheme to proxy URL, as in requests, e.g. "
+                    "{'https': 'http://proxy.internal:3128'}"
+                )
+            kwargs["proxies"] = tuple(sorted(proxies.items()))
+        cert = kwargs.get("cert")
+        if isinstance(cert, list):
+            kwargs["cert"] = tuple(cert)
         settings = cls(**kwargs)
         settings._validate()
         return settings
@@ -126,7 +156,23 @@ class Settings:
         _positive_number("retry_backoff", self.retry_backoff, allow_zero=True)
         _positive_number("retry_backoff_max", self.retry_backoff_max, allow_zero=True)
         _positive_number("retry_after_max", self.retry_after_max, allow_zero=True)
-        for flag in ("disable", "gzip", "debug"):
+        if not isinstance(self.verify, (bool, str)):
+            raise TypeError(f"verify must be True, False or a CA bundle path, not {self.verify!r}")
+        cert = self.cert
+        if cert is not None and not (
+            isinstance(cert, str)
+            or (
+                isinstance(cert, tuple) and len(cert) == 2 and all(isinstance(c, str) for c in cert)
+            )
+        ):
+            raise TypeError(
+                "cert must be a client certificate path, or a (cert, key) pair of paths"
+            )
+        if self.session is not None and not isinstance(self.session, requests.Session):
+            raise TypeError(
+                f"session must be a requests.Session, not {type(self.session).__name__}"
+            )
+        for flag in ("disable", "gzip", "debug", "trust_env"):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} must be True or False, not {getattr(self, flag)!r}")
         block = _positive_number("block_on_full", self.block_on_full, allow_zero=True)
@@ -153,7 +199,12 @@ class Settings:
     def __repr__(self) -> str:
         shown: list[str] = []
         for f in dataclasses.fields(self):
-            value: Union[str, Any] = getattr(self, f.name)
-            text = repr(redact_write_key(value)) if f.name == "write_key" else repr(value)
+            value: Any = getattr(self, f.name)
+            if f.name == "write_key":
+                text = repr(redact_write_key(value))
+            elif f.name == "proxies" and self.proxies is not None:
+                text = repr(tuple((scheme, _without_password(url)) for scheme, url in self.proxies))
+            else:
+                text = repr(value)
             shown.append(f"{f.name}={text}")
         return f"Settings({', '.join(shown)})"

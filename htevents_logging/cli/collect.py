@@ -67,6 +67,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             " otherwise (default: accept any key)"
         ),
     )
+    parser.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="serve HTTPS with this certificate (PEM; with its key unless --tls-key is given)",
+    )
+    parser.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
     parser.set_defaults(handler=run)
 
 
@@ -80,13 +86,19 @@ def _raise_stop(signum: int, frame: Optional[FrameType]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM, then print a summary; the exit status."""
-    collector = Collector(
-        host=args.host,
-        port=args.port,
-        write_key=args.write_key,
-        out=args.out,
-        echo=sys.stdout,
-    )
+    try:
+        collector = Collector(
+            host=args.host,
+            port=args.port,
+            write_key=args.write_key,
+            out=args.out,
+            echo=sys.stdout,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+        )
+    except (OSError, ValueError) as exc:  # a missing or bad certificate, a key with no cert
+        print(f"htevents-logging collect: TLS: {exc}", file=sys.stderr)
+        return 1
     # Both signals are handled explicitly (a shell starts background jobs with SIGINT ignored,
     # and `kill -INT` must still stop the collector cleanly there), and before start() so no
     # signal can slip in between starting and waiting.

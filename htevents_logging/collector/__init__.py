@@ -37,7 +37,7 @@ from ._contract import Request, Rules, Verdict, judge
 from ._endpoint import Endpoint, ReceivedRequest
 from ._format import format_event
 from ._script import Action, Cut, Drop, Hang, Reply
-from ._server import Server
+from ._server import Server, tls_context
 
 __all__ = [
     "MESSAGE_TYPES",
@@ -74,7 +74,9 @@ class Collector:
     that gets one readable line per accepted event (see :func:`format_event`) and one
     ``rejected request: <reason>`` line per rejected request. ``max_body_bytes`` (a body must be
     under it, as sent and again after gunzipping) and ``max_message_bytes`` (each message as
-    compact UTF-8 JSON) are the real endpoint's limits by default.
+    compact UTF-8 JSON) are the real endpoint's limits by default. ``tls_cert`` (and
+    ``tls_key``, when the key is in its own file) serve HTTPS, to try a CA setup locally;
+    ``tls_client_ca`` also requires a client certificate signed by that CA.
     """
 
     def __init__(
@@ -88,9 +90,23 @@ class Collector:
         echo: Optional[TextIO] = None,
         max_body_bytes: int = MAX_BATCH_BYTES,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        tls_cert: Optional[Union[str, os.PathLike[str]]] = None,
+        tls_key: Optional[Union[str, os.PathLike[str]]] = None,
+        tls_client_ca: Optional[Union[str, os.PathLike[str]]] = None,
     ) -> None:
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/', got {path!r}")
+        if tls_cert is None and (tls_key is not None or tls_client_ca is not None):
+            raise ValueError("tls_key and tls_client_ca need tls_cert (the server certificate)")
+        self._tls = (
+            tls_context(
+                os.fspath(tls_cert),
+                os.fspath(tls_key) if tls_key is not None else None,
+                os.fspath(tls_client_ca) if tls_client_ca is not None else None,
+            )
+            if tls_cert is not None
+            else None
+        )
         self._host = host
         self._requested_port = port
         self._out_path = os.fspath(out) if out is not None else None
@@ -126,7 +142,9 @@ class Collector:
                         f"cannot open {self._out_path!r} to append events: {exc.strerror}",
                     ) from exc
             try:
-                server = Server((self._host, self._requested_port), self._endpoint, self._stopping)
+                server = Server(
+                    (self._host, self._requested_port), self._endpoint, self._stopping, self._tls
+                )
             except OSError as exc:
                 if out is not None:
                     out.close()
@@ -191,11 +209,13 @@ class Collector:
 
     @property
     def url(self) -> str:
-        """``http://HOST:PORT``, to pass as a client's ``host``; valid once started."""
+        """``http://HOST:PORT`` (``https://`` with TLS), to pass as a client's ``host``; valid
+        once started."""
         if self._server is None:
             raise RuntimeError("the Collector has no URL yet: call start() (or use `with`) first")
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def path(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import socketserver
+import ssl
 import sys
 import threading
 from collections.abc import Mapping
@@ -20,7 +21,23 @@ from typing_extensions import Protocol
 from .._version import __version__
 from ._contract import Request, Verdict
 
-__all__ = ["Connection", "Endpoint", "Server"]
+__all__ = ["Connection", "Endpoint", "Server", "tls_context"]
+
+#: How long a client may take to complete the TLS handshake.
+_HANDSHAKE_TIMEOUT = 10.0
+
+
+def tls_context(
+    cert: str, key: Optional[str] = None, client_ca: Optional[str] = None
+) -> ssl.SSLContext:
+    """A server-side TLS context from a certificate (and key) file; with ``client_ca``,
+    clients must present a certificate that CA signed."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    if client_ca is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(client_ca)
+    return context
 
 
 class Endpoint(Protocol):
@@ -39,7 +56,11 @@ class Server(ThreadingHTTPServer):
     block_on_close = False
 
     def __init__(
-        self, address: tuple[str, int], endpoint: Endpoint, stopping: threading.Event
+        self,
+        address: tuple[str, int],
+        endpoint: Endpoint,
+        stopping: threading.Event,
+        tls: Optional[ssl.SSLContext] = None,
     ) -> None:
         self.endpoint = endpoint
         self._stopping = stopping
@@ -48,6 +69,12 @@ class Server(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Connection)
+        if tls is not None:
+            # The handshake happens on each connection's own thread (Connection.setup), so a
+            # slow or failing client never holds up the accept loop.
+            self.socket = tls.wrap_socket(
+                self.socket, server_side=True, do_handshake_on_connect=False
+            )
 
     def server_bind(self) -> None:
         """Bind without the reverse DNS lookup ``HTTPServer.server_bind`` makes
@@ -58,9 +85,10 @@ class Server(ThreadingHTTPServer):
         self.server_port = int(port)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """Quiet for a client that went away, or a connection closed by stopping."""
+        """Quiet for a client that went away or failed the TLS handshake, or a connection closed
+        by stopping."""
         error = sys.exc_info()[1]
-        if isinstance(error, ConnectionError) or (
+        if isinstance(error, (ConnectionError, ssl.SSLError, socket.timeout)) or (
             isinstance(error, (OSError, ValueError)) and self._stopping.is_set()
         ):
             return
@@ -94,6 +122,10 @@ class Connection(BaseHTTPRequestHandler):
     def setup(self) -> None:
         """Turn Nagle off and register the connection with the server."""
         super().setup()
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.settimeout(_HANDSHAKE_TIMEOUT)
+            self.connection.do_handshake()
+            self.connection.settimeout(None)
         # The answer goes out in two writes (headers, then body): with Nagle's algorithm on,
         # the second waits for the client's delayed ACK, ~40 ms per keep-alive request.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -1,0 +1,119 @@
+"""The HTTP channel: how one request body reaches the endpoint.
+
+Two implementations behind one :class:`Channel` protocol. :class:`PooledChannel` is ours: one
+``requests.Session`` with one pooled, kept-alive connection, and one reused
+``PreparedRequest`` sent straight to its adapter (``Session.post`` would rebuild and merge
+settings per request, which costs more than the request itself on a fast network).
+:class:`SessionChannel` is the user's ``session=``, used as it is (its adapters, auth and hooks)
+and never closed. Both resolve the network settings once, when they are made, as ``requests``
+does per request: ``proxies``, ``verify`` and ``cert``, merged with the environment
+(``HTTP(S)_PROXY``, ``ALL_PROXY``, ``NO_PROXY``, ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``)
+unless ``trust_env=False``. Neither follows redirects: the sender decides (see
+``docs/wire.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Optional
+
+import requests
+from requests.adapters import HTTPAdapter
+from typing_extensions import Protocol
+
+from .._settings import Settings
+
+__all__ = ["Channel", "PooledChannel", "SessionChannel", "open_channel"]
+
+
+class Channel(Protocol):
+    """Sends one POST body and returns the answer, unread."""
+
+    def send(self, body: bytes, timeout: float, url: Optional[str] = None) -> requests.Response:
+        """POST ``body`` to the endpoint (or to ``url``, a redirect's target)."""
+        ...
+
+    def close(self) -> None:
+        """Release what the channel owns."""
+        ...
+
+
+def _network_options(session: requests.Session, url: str, settings: Settings) -> dict[str, Any]:
+    """``proxies``, ``verify`` and ``cert`` for ``url``, as ``requests`` would merge them."""
+    proxies = dict(settings.proxies or ())
+    merged: Mapping[str, Any]
+    if settings.trust_env and session.trust_env:
+        merged = session.merge_environment_settings(
+            url, proxies, None, settings.verify, settings.cert
+        )
+    else:
+        merged = {  # what requests merges without the environment: ours win
+            "proxies": {**session.proxies, **proxies},
+            "verify": settings.verify,
+            "cert": settings.cert if settings.cert is not None else session.cert,
+        }
+    return {key: merged[key] for key in ("proxies", "verify", "cert")}
+
+
+class PooledChannel:
+    """Our own pooled session: one kept-alive connection, one reused prepared request."""
+
+    def __init__(self, url: str, headers: Mapping[str, str], settings: Settings) -> None:
+        self._session = requests.Session()
+        self._adapter = HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
+        self._session.mount("http://", self._adapter)
+        self._session.mount("https://", self._adapter)
+        self._headers = dict(headers)
+        self._request = requests.Request("POST", url, headers=self._headers).prepare()
+        self._options = _network_options(self._session, url, settings)
+
+    def send(self, body: bytes, timeout: float, url: Optional[str] = None) -> requests.Response:
+        """Send straight to the adapter (no redirects followed)."""
+        if url is None:
+            request = self._request
+        else:
+            request = requests.Request("POST", url, headers=self._headers).prepare()
+        request.body = body
+        request.headers["Content-Length"] = str(len(body))
+        return self._adapter.send(request, timeout=timeout, **self._options)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._session.close()
+
+
+class SessionChannel:
+    """The user's session, as it is: its headers and auth applied when the request is
+    prepared, its adapters and hooks when it is sent. The package never closes it."""
+
+    def __init__(
+        self, session: requests.Session, url: str, headers: Mapping[str, str], settings: Settings
+    ) -> None:
+        self._session = session
+        self._headers = dict(headers)
+        self._request = session.prepare_request(
+            requests.Request("POST", url, headers=self._headers)
+        )
+        self._options = _network_options(session, url, settings)
+
+    def send(self, body: bytes, timeout: float, url: Optional[str] = None) -> requests.Response:
+        """``session.send``, with redirects off."""
+        if url is None:
+            request = self._request
+        else:
+            request = self._session.prepare_request(
+                requests.Request("POST", url, headers=self._headers)
+            )
+        request.body = body
+        request.headers["Content-Length"] = str(len(body))
+        return self._session.send(request, timeout=timeout, allow_redirects=False, **self._options)
+
+    def close(self) -> None:
+        """Nothing: the session is the user's."""
+
+
+def open_channel(url: str, headers: Mapping[str, str], settings: Settings) -> Channel:
+    """The user's ``session`` when there is one, else a pooled session of our own."""
+    if settings.session is not None:
+        return SessionChannel(settings.session, url, headers, settings)
+    return PooledChannel(url, headers, settings)
