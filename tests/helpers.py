@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import logging.config
 import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -83,3 +86,25 @@ def run_python(
         env=environ,
         check=False,
     )
+
+
+@contextlib.contextmanager
+def configured_by_dictconfig(logger_name: str, **handler: Any) -> Iterator[logging.Logger]:
+    """Configure ``logger_name`` through ``logging.config.dictConfig`` with one
+    ``HtEventsHandler`` taking ``handler`` as its dict (as a user's LOGGING would), and close
+    that handler afterwards."""
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "handlers": {"htevents": {"class": "htevents_logging.HtEventsHandler", **handler}},
+            "loggers": {logger_name: {"handlers": ["htevents"], "level": "INFO"}},
+        }
+    )
+    logger = logging.getLogger(logger_name)
+    try:
+        yield logger
+    finally:
+        for added in list(logger.handlers):
+            logger.removeHandler(added)
+            added.close()

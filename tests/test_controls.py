@@ -10,7 +10,7 @@ import time
 from typing import Any, Optional
 
 import pytest
-from helpers import Outcomes, assert_flushed, wait_until
+from helpers import Outcomes, assert_flushed, configured_by_dictconfig, wait_until
 
 from htevents_logging import DeliveryError, HtEvents, HtEventsHandler, bind, redact
 from htevents_logging._diagnostics import reset_warning_limits
@@ -130,36 +130,17 @@ def test_capture_events_sees_the_message_after_the_hook():
     assert events[0]["traits"] == {"email": "[redacted]", "plan": "pro"}
 
 
-def test_before_send_from_dictconfig_through_ext(collector, write_key, logging_state):
-    logging.config.dictConfig(
-        {
-            "version": 1,
-            "disable_existing_loggers": False,
-            "handlers": {
-                "htevents": {
-                    "class": "htevents_logging.HtEventsHandler",
-                    "write_key": write_key,
-                    "host": collector.url,
-                    "flush_interval": 0.05,
-                    "before_send": "ext://test_controls.add_region",
-                }
-            },
-            "loggers": {"controls.dictconfig": {"handlers": ["htevents"], "level": "INFO"}},
-        }
-    )
-    logging.getLogger("controls.dictconfig").info("Signed up", extra={"htevent": {"userId": "u"}})
-    assert collector.wait_for_events(1, 5)
+def test_before_send_from_dictconfig_through_ext(collector, write_key):
+    with configured_by_dictconfig(
+        "controls.dictconfig",
+        write_key=write_key,
+        host=collector.url,
+        flush_interval=0.05,
+        before_send="ext://test_controls.add_region",
+    ) as logger:
+        logger.info("Signed up", extra={"htevent": {"userId": "u"}})
+        assert collector.wait_for_events(1, 5)
     assert collector.events[0]["context"]["region"] == "eu-west-1"
-
-
-@pytest.fixture
-def logging_state():
-    """Put back the loggers dictConfig changes, and close its handlers."""
-    yield
-    named = logging.getLogger("controls.dictconfig")
-    for handler in list(named.handlers):
-        named.removeHandler(handler)
-        handler.close()
 
 
 # -- shared context and properties ----------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import requests
-from helpers import Outcomes, assert_flushed
+from helpers import Outcomes, assert_flushed, configured_by_dictconfig
 from network import Certificates, ForwardProxy, make_certificates
 
 from htevents_logging import HtEvents
@@ -157,30 +157,15 @@ def test_verify_false_sends_and_warns_that_tls_is_not_verified(tls_collector, cl
 
 
 def test_the_ca_through_dictconfig(tls_collector, certificates, write_key):
-    logging.config.dictConfig(
-        {
-            "version": 1,
-            "disable_existing_loggers": False,
-            "handlers": {
-                "htevents": {
-                    "class": "htevents_logging.HtEventsHandler",
-                    "write_key": write_key,
-                    "host": tls_collector.url,
-                    "verify": str(certificates.ca),
-                    "flush_interval": 0.05,
-                }
-            },
-            "loggers": {"network.dictconfig": {"handlers": ["htevents"], "level": "INFO"}},
-        }
-    )
-    logger = logging.getLogger("network.dictconfig")
-    try:
+    with configured_by_dictconfig(
+        "network.dictconfig",
+        write_key=write_key,
+        host=tls_collector.url,
+        verify=str(certificates.ca),
+        flush_interval=0.05,
+    ) as logger:
         logger.info("Signed up", extra={"htevent": {"userId": "u"}})
         assert tls_collector.wait_for_events(1, 5)
-    finally:
-        for handler in list(logger.handlers):
-            logger.removeHandler(handler)
-            handler.close()
 
 
 def test_a_client_certificate(certificates, client_for, write_key):
