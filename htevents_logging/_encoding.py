@@ -135,7 +135,9 @@ def dumps(value: Any) -> bytes:
     """Encode ``value`` as compact UTF-8 JSON bytes, never raising for any payload value.
 
     The fast path is the C encoder; anything it refuses goes through :func:`to_jsonable`.
-    Strings with lone surrogates (which UTF-8 cannot carry) are sent as ``\\uXXXX`` escapes.
+    A lone surrogate (which UTF-8 cannot carry, and which the endpoint refuses, failing the
+    whole batch) becomes U+FFFD, the replacement character: one bad character never poisons
+    the batch-mates of its message.
     """
     try:
         text = _encode_fast(value)
@@ -144,4 +146,4 @@ def dumps(value: Any) -> bytes:
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
-        return json.dumps(json.loads(text), separators=(",", ":")).encode("ascii")
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")

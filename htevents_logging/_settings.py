@@ -7,6 +7,7 @@ the setting, instead of surfacing later on a background thread.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,8 +38,9 @@ def _without_password(url: str) -> str:
 def _positive_number(name: str, value: Any, *, allow_zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if value < 0 or (value == 0 and not allow_zero) or value != value:
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'} seconds, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero) or not math.isfinite(value):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number of seconds {bound}, got {value!r}")
     return float(value)
 
 
@@ -175,9 +177,7 @@ class Settings:
         for flag in ("disable", "gzip", "debug", "trust_env"):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} must be True or False, not {getattr(self, flag)!r}")
-        block = _positive_number("block_on_full", self.block_on_full, allow_zero=True)
-        if block == float("inf"):
-            raise ValueError("block_on_full must be a finite number of seconds, got inf")
+        _positive_number("block_on_full", self.block_on_full, allow_zero=True)
         if self.before_send is not None and not callable(self.before_send):
             raise TypeError(
                 "before_send must be a callable before_send(message) -> message or None"

@@ -73,5 +73,13 @@ def test_output_is_compact_utf8():
     assert dumps({"a": "é", "b": [1, 2]}) == '{"a":"é","b":[1,2]}'.encode()
 
 
-def test_lone_surrogates_are_escaped_not_lost():
-    assert json.loads(dumps({"s": "x\ud800"})) == {"s": "x\ud800"}
+def test_a_lone_surrogate_becomes_the_replacement_character():
+    # Regression: it was sent as a \ud800 escape, which the endpoint refuses with a 400 that
+    # failed every other message of the batch too.
+    data = dumps({"s": "ab\ud800cd"})
+    assert json.loads(data) == {"s": "ab\ufffdcd"}
+    data.decode("utf-8")  # valid UTF-8
+
+
+def test_a_surrogate_pair_in_two_code_points_becomes_its_character():
+    assert json.loads(dumps({"s": "\ud83d\ude00"})) == {"s": "\U0001f600"}

@@ -57,7 +57,11 @@ def is_retryable_status(status: int) -> bool:
 
 
 def parse_retry_after(value: Optional[str]) -> Optional[float]:
-    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date), or ``None``."""
+    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date), or ``None``.
+
+    A value that cannot be read (garbage, a date far out of range, NaN) counts as absent: the
+    backoff applies, and the batch is never failed over a header.
+    """
     if not value:
         return None
     value = value.strip()
@@ -65,10 +69,9 @@ def parse_retry_after(value: Optional[str]) -> Optional[float]:
         seconds = float(value)
     except ValueError:
         try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
-        seconds = when.timestamp() - time.time()
     return max(0.0, seconds) if seconds == seconds else None
 
 
@@ -114,9 +117,11 @@ class Sender:
         key = settings.write_key or ""
         self._key = key
         self._tail = b'","writeKey":' + json.dumps(key).encode() + b"}"
+        # The key as the Authorization header carries it: what an echoing server may show.
+        self._credentials = base64.b64encode(f"{key}:".encode()).decode("ascii")
         self._headers = {
             "Content-Type": "application/json",
-            "Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode("ascii"),
+            "Authorization": "Basic " + self._credentials,
             "User-Agent": USER_AGENT,
         }
         if settings.gzip:
@@ -157,10 +162,16 @@ class Sender:
         return ceiling * jitter
 
     def _clean(self, text: str) -> str:
-        """``text`` from the server or the network, with the write key taken out (a server
-        may echo it back). A key too short to replace safely takes the whole text with it."""
+        """``text`` from the server or the network, with the write key taken out, raw or as
+        the base64 credentials of the Authorization header (a server may echo either back). A
+        key too short to replace safely takes the whole text with it."""
         key = self._key
-        if not key or key not in text:
+        if not key:
+            return text
+        token = self._credentials
+        if token in text:
+            text = text.replace(token, "<credentials>")
+        if key not in text:
             return text
         if len(key) >= 6:
             return text.replace(key, redact_write_key(key))

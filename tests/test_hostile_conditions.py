@@ -1,0 +1,78 @@
+"""Hostile conditions: what a bad value, a strange server or a poisoned message cannot break."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from helpers import Outcomes, assert_flushed
+
+from htevents_logging import HtEvents
+from htevents_logging._transport.sender import parse_retry_after
+from htevents_logging.collector import Reply
+
+
+@pytest.fixture
+def make_client(collector, closing, write_key):
+    def make(**settings):
+        settings.setdefault("flush_interval", 0.05)
+        return closing(HtEvents(write_key, host=collector.url, **settings))
+
+    return make
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "flush_interval",
+        "http_request_timeout",
+        "shutdown_timeout",
+        "retry_backoff",
+        "retry_backoff_max",
+        "retry_after_max",
+        "block_on_full",
+    ],
+)
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_a_non_finite_time_is_refused_naming_the_setting(setting, value):
+    # Regression: flush_interval=inf killed the thread, http_request_timeout=inf delivered
+    # nothing until close, shutdown_timeout=inf crashed the exit hook.
+    with pytest.raises(ValueError, match=f"^{setting} must be a finite number of seconds"):
+        HtEvents("k", **{setting: value})
+
+
+def test_one_bad_character_never_fails_its_batch_mates(collector, make_client):
+    client = make_client(max_events_in_batch=15)
+    for i in range(14):
+        client.track(user_id="u", event=f"fine {i}")
+    client.track(user_id="u", event="broken", properties={"name": "ab\ud800cd"})
+    assert_flushed(client)
+    assert len(collector.events) == 15
+    assert collector.events[-1]["properties"] == {"name": "ab\ufffdcd"}
+
+
+def test_a_retry_after_that_cannot_be_read_counts_as_absent(collector, make_client):
+    # Regression: a date out of range raised OverflowError, failing the batch as internal_error.
+    huge = "Mon, 01 Jan 99999999999999999999 00:00:00 GMT"
+    assert parse_retry_after(huge) is None
+    collector.script(Reply(503, headers={"Retry-After": huge}))
+    client = make_client(retry_backoff=0.01)
+    client.track(user_id="u", event="x")
+    assert_flushed(client)
+    assert len(collector.events) == 1
+    assert client.stats()["failed"] == 0
+
+
+def test_an_echoed_authorization_header_never_shows_the_key(collector, make_client, write_key):
+    import base64
+
+    token = base64.b64encode(f"{write_key}:".encode()).decode()
+    collector.script(Reply(401, body=f'{{"error": "bad credentials: Basic {token}"}}'))
+    outcomes = Outcomes()
+    client = make_client()
+    client.track(user_id="u", event="x", callback=outcomes)
+    client.flush(5)
+    assert outcomes.wait(1)
+    [error] = outcomes.errors
+    assert token not in str(error) and write_key not in str(error)
+    assert "<credentials>" in str(error)
