@@ -76,3 +76,24 @@ def test_an_echoed_authorization_header_never_shows_the_key(collector, make_clie
     [error] = outcomes.errors
     assert token not in str(error) and write_key not in str(error)
     assert "<credentials>" in str(error)
+
+
+def test_an_answer_without_end_is_read_only_a_few_kilobytes(collector, make_client):
+    # Regression: the whole body was read, so a 200 whose body never ended grew the process
+    # until it ran out of memory. Only the status decides; a few KB are read, for errors.
+    import tracemalloc
+
+    collector.script(Reply(200, body=b"x" * 30_000_000), Reply(500, body=b"y" * 30_000_000))
+    client = make_client(retry_backoff=0.01)
+    tracemalloc.start()
+    try:
+        client.track(user_id="u", event="x")
+        assert_flushed(client)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000  # it was over 30 MB
+    assert client.stats()["sent"] == 1  # the 200 decided
+    client.track(user_id="u", event="y")
+    assert_flushed(client)  # the 500 is retried (its body cut off), then delivered
+    assert client.stats()["retries"] == 1

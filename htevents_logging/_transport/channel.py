@@ -97,7 +97,8 @@ class SessionChannel:
         self._options = _network_options(session, url, settings)
 
     def send(self, body: bytes, timeout: float, url: Optional[str] = None) -> requests.Response:
-        """``session.send``, with redirects off."""
+        """``session.send``, with redirects off and the body left unread (the sender reads a
+        bounded part of it)."""
         if url is None:
             request = self._request
         else:
@@ -106,7 +107,9 @@ class SessionChannel:
             )
         request.body = body
         request.headers["Content-Length"] = str(len(body))
-        return self._session.send(request, timeout=timeout, allow_redirects=False, **self._options)
+        return self._session.send(
+            request, timeout=timeout, allow_redirects=False, stream=True, **self._options
+        )
 
     def close(self) -> None:
         """Nothing: the session is the user's."""

@@ -75,16 +75,29 @@ def parse_retry_after(value: Optional[str]) -> Optional[float]:
     return max(0.0, seconds) if seconds == seconds else None
 
 
-def _finish(response: requests.Response) -> str:
-    """Read an answer to its end and close it; return the start of its body, for errors.
+#: At most this much of an answer's body is read: the status decides the outcome, and the
+#: body is only quoted in errors. A server that answers without end cannot grow the process.
+MAX_ANSWER_BYTES = 8192
 
-    Reading to the end is what puts the connection back in the pool for the next batch:
-    closing an answer that was not read closes its connection, and every batch would then pay
-    for a new one (and a TLS handshake). The adapter reads a body lazily, so reading can still
-    fail (the connection cut mid-body): the status alone decides, and the body is left out.
+
+def _finish(response: requests.Response) -> str:
+    """Read an answer (at most ``MAX_ANSWER_BYTES`` of it) and close it; return the start of
+    its body, for errors.
+
+    Reading a (short) answer to its end is what puts the connection back in the pool for the
+    next batch: closing an answer that was not read closes its connection, and every batch
+    would then pay for a new one (and a TLS handshake). A longer answer is cut off, and its
+    connection closed. Reading can fail (the connection cut mid-body): the status alone
+    decides, and the body is left out.
     """
     try:
-        return response.text[:200].strip()
+        raw = response.raw
+        try:
+            data = raw.read(MAX_ANSWER_BYTES + 1, decode_content=True)
+        except TypeError:  # a raw stream of another kind (a custom adapter's)
+            data = raw.read(MAX_ANSWER_BYTES + 1)
+        text = bytes(data[:MAX_ANSWER_BYTES]).decode(response.encoding or "utf-8", "replace")
+        return text[:200].strip()
     except Exception:
         return "(the body was cut off)"
     finally:
