@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 
 import pytest
-from helpers import Outcomes, assert_flushed
+from helpers import Outcomes, assert_flushed, run_python
 
 from htevents_logging import HtEvents
 from htevents_logging._transport.sender import parse_retry_after
@@ -97,3 +99,58 @@ def test_an_answer_without_end_is_read_only_a_few_kilobytes(collector, make_clie
     client.track(user_id="u", event="y")
     assert_flushed(client)  # the 500 is retried (its body cut off), then delivered
     assert client.stats()["retries"] == 1
+
+
+RECONFIGURE = """
+import json, logging, logging.config, os, sys, threading, time
+from htevents_logging.collector import Collector
+
+def fds():
+    return len(os.listdir("/proc/self/fd"))
+
+def transport_threads():
+    return [t for t in threading.enumerate() if t.name == "htevents-transport"]
+
+with Collector(write_key="k") as collector:
+    def configure(round):
+        handler = {"class": "htevents_logging.HtEventsHandler", "write_key": "k",
+                   "host": collector.url, "flush_interval": 0.05}
+        if SPOOL:
+            handler["spool_path"] = os.path.join(sys.argv[1], "spool.db")
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False,
+            "handlers": {"htevents": handler},
+            "loggers": {"app": {"handlers": ["htevents"], "level": "INFO"}}})
+        logging.getLogger("app").info("Round", extra={"htevent": {"userId": str(round)}})
+        collector.wait_for_events(round + 1, 5)  # delivered: its connection is open
+
+    def settle():
+        deadline = time.monotonic() + 10
+        while transport_threads() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    configure(0)
+    logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
+    settle()
+    before = (fds(), threading.active_count())
+    for round in range(1, 51):
+        configure(round)
+    logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
+    settle()
+    after = (fds(), threading.active_count())
+    print(json.dumps({"before": before, "after": after, "events": len(collector.events)}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts /proc/self/fd")
+@pytest.mark.parametrize("spool", [False, True], ids=["direct", "spool"])
+def test_reconfiguring_50_times_gives_back_every_thread_and_descriptor(tmp_path, spool):
+    # Regression: each dictConfig left its finished transport referenced, with its kept-alive
+    # socket (and its SQLite descriptors): 7 -> 422 descriptors after 200 rounds.
+    code = f"SPOOL = {spool}\n" + RECONFIGURE
+    result = run_python("-c", code, str(tmp_path), timeout=120)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    (fds_before, threads_before), (fds_after, threads_after) = figures["before"], figures["after"]
+    assert threads_after == threads_before
+    assert fds_after <= fds_before + 2, figures
+    assert figures["events"] == 51

@@ -169,6 +169,7 @@ class SpooledExporter:
         # A first drain is due as soon as the thread runs: what an earlier process kept goes
         # first. (Not looked up here: in a forked child this runs in the fork hook, no I/O.)
         self._retry_at: Optional[float] = clock.now()
+        self._kept_at_shutdown: Optional[int] = None
 
     def export(self, batch: Sequence[Envelope]) -> None:
         """Keep ``batch`` in the spool and drain it (or send it directly if the spool failed).
@@ -206,14 +207,21 @@ class SpooledExporter:
             self._direct.give_up(left)
 
     def kept(self) -> int:
-        """Messages the spool holds (from every process that shares it)."""
+        """Messages the spool holds (from every process that shares it); after
+        :meth:`shutdown`, what it held then."""
+        if self._kept_at_shutdown is not None:
+            return self._kept_at_shutdown
         try:
             return self._spool.count()
         except sqlite3.Error:
             return 0
 
     def shutdown(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool and the spool (its rows stay in the file for the next
+        process). Idempotent."""
+        if self._kept_at_shutdown is None:
+            self._kept_at_shutdown = self.kept()
+            self._spool.close()
         self._direct.shutdown()
 
     def _keep(self, batch: Sequence[Envelope]) -> bool:

@@ -60,8 +60,12 @@ def release(outlet: Outlet, timeout: float) -> bool:
     if shared and users > 0:
         return outlet.flush(timeout)
     done = outlet.close(timeout)
-    if outlet.finishing:
-        with _lock:
+    with _lock:
+        # Keep (for the exit hook to wait on) only those still at work: a finished one has
+        # given its connections back, and must not be held on to.
+        for finished in [t for t in _finishing if not t.finishing]:
+            _finishing.discard(finished)
+        if outlet.finishing:
             _finishing.add(outlet)
     return done
 

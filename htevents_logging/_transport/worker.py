@@ -215,6 +215,9 @@ class BatchWorker(logging.handlers.QueueListener):
                 if item is _STOP:
                     break
                 self.handle(item)
+            # Closed and drained: give back the connections (and the spool) now, even when
+            # close() could not wait for this (under the logging lock, or past its deadline).
+            self._exporter.shutdown()
         except BaseException:
             self._crashed = True
             log(logging.ERROR, "htevents-logging: the transport thread died", exc_info=True)
