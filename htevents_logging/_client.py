@@ -78,7 +78,7 @@ class HtEvents:
             enable_debug_output()
         self._closed = False
         self._closed_cleanly = True  # what close() returned, for a second call
-        self._close_lock = threading.Lock()
+        self._close_lock = threading.RLock()
         self._on_error = self.settings.on_error
         self._transport: Outlet = acquire(self.settings)
 

@@ -66,7 +66,7 @@ def holds_logging_lock() -> bool:
 
 
 WARNING_INTERVAL = 10.0
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: a signal handler may warn mid-update
 _last: dict[str, tuple[float, int]] = {}  # key -> (time of the last warning, suppressed since)
 
 
@@ -101,7 +101,7 @@ def after_fork_in_child() -> None:
     """In a forked child: a new lock (a thread of the parent may have held the old one at the
     fork, and it does not exist here), and no memory of the parent's warnings."""
     global _lock
-    _lock = threading.Lock()
+    _lock = threading.RLock()
     _last.clear()
 
 

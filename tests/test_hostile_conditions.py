@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
 
 import pytest
@@ -154,3 +155,54 @@ def test_reconfiguring_50_times_gives_back_every_thread_and_descriptor(tmp_path,
     assert threads_after == threads_before
     assert fds_after <= fds_before + 2, figures
     assert figures["events"] == 51
+
+
+REENTRY = """
+import logging, signal, sys, time
+from htevents_logging import HtEvents, HtEventsHandler
+
+mode = sys.argv[1]
+client = HtEvents("k", host="http://127.0.0.1:9", max_queue_size=1, flush_interval=60,
+                  max_retries=0, http_request_timeout=0.5)
+logger = logging.getLogger("app")
+logger.addHandler(HtEventsHandler(client=client))
+logger.propagate = False
+hits = 0
+
+def on_signal(signum, frame):
+    global hits
+    hits += 1
+    if mode == "track":
+        client.track(user_id="u", event="from the signal handler")
+    elif mode == "log":
+        logger.warning("from the signal handler", extra={"htevent": {"userId": "u"}})
+    else:
+        client.flush(0.001)
+
+signal.signal(signal.SIGALRM, on_signal)
+signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
+deadline = time.monotonic() + 1.5
+calls = 0
+while time.monotonic() < deadline:
+    if mode == "flush":
+        client.flush(0.001)
+    else:
+        client.track(user_id="u", event="main")
+    calls += 1
+signal.setitimer(signal.ITIMER_REAL, 0)
+signal.signal(signal.SIGALRM, signal.SIG_IGN)
+print("ok", hits, calls, flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs a 1 ms interval timer")
+@pytest.mark.parametrize("mode", ["track", "log", "flush"])
+def test_a_signal_handler_that_logs_or_flushes_never_deadlocks(mode):
+    # Regression: a 1 ms timer signal whose handler logged an event (or called flush) while the
+    # main thread was in the same code deadlocked on the counters' and warnings' locks: every
+    # lock a calling thread takes is re-entrant now, as the stdlib logging's are. The server is
+    # down and the queue holds 1 message, so the drop path (counters, warnings) runs hot.
+    result = run_python("-c", REENTRY, mode, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    ok, hits, calls = result.stdout.split()
+    assert ok == "ok" and int(hits) > 100 and int(calls) > 100

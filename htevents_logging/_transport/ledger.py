@@ -30,7 +30,7 @@ class Ledger:
     callback or ``on_error`` that does (not even ``SystemExit``, which would end the thread)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a signal handler may log mid-update
         self._counts = dict.fromkeys(COUNTERS, 0)
         self._reasons: dict[str, dict[str, int]] = {name: {} for name in BY_REASON}
         self._discarded = 0

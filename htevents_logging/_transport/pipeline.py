@@ -164,7 +164,7 @@ class Transport(_Outlet):
         """Make the ledger, the exporter and the worker (not started): at construction, and
         in a forked child. No I/O here: in a child it runs inside the fork hook."""
         settings = self.settings
-        self._start_lock = threading.Lock()
+        self._start_lock = threading.RLock()  # re-entrant: see worker._markers_lock
         self._started = False
         self._closed = False
         self._abandoned = False

@@ -24,7 +24,7 @@ __all__ = [
     "snapshots",
 ]
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: a signal handler may warn mid-update
 _transports: dict[Settings, Transport] = {}
 _users: dict[int, int] = {}  # clients using each shared transport, by its id()
 # Closed, but their thread is still finishing (closed under the logging lock): exit waits.
@@ -115,7 +115,7 @@ def after_fork_in_child() -> None:
     """In a forked child: a new lock, and every open transport renewed (the parent's threads
     do not exist here)."""
     global _lock
-    _lock = threading.Lock()
+    _lock = threading.RLock()
     for transport in list(_everyone):
         if not transport.closed:
             transport.reset_after_fork()

@@ -109,7 +109,9 @@ class BatchWorker(logging.handlers.QueueListener):
         self._max_linger = min(MAX_LINGER, batcher.interval)
         self._hurry = threading.Event()  # flush() and close(): stop lingering
         self._markers = 0  # flush and close markers in the queue: no messages, not counted
-        self._markers_lock = threading.Lock()
+        # Re-entrant, like every lock a calling thread takes: a signal handler that logs or
+        # flushes may run while its own thread holds it (as the stdlib logging locks are).
+        self._markers_lock = threading.RLock()
         self._taken = 0  # messages taken off the queue (by the thread, or by close())
         self._in_hand: Optional[Queueable] = None  # taken off, not yet in a batch
         # Guards the batch being built: close() takes it when the thread is stuck in a request.
