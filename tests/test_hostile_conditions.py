@@ -206,3 +206,36 @@ def test_a_signal_handler_that_logs_or_flushes_never_deadlocks(mode):
     assert result.returncode == 0, result.stderr[-2000:]
     ok, hits, calls = result.stdout.split()
     assert ok == "ok" and int(hits) > 100 and int(calls) > 100
+
+
+EXIT_WITH_A_FULL_QUEUE = """
+import logging, time
+from htevents_logging import HtEventsHandler
+from htevents_logging.collector import Collector, Hang
+
+collector = Collector().start()
+collector.script(*[Hang(30)] * 5)
+handler = HtEventsHandler(write_key="k", host=collector.url, shutdown_timeout=1,
+                          http_request_timeout=30, max_events_in_batch=100)
+logger = logging.getLogger("app")
+logger.addHandler(handler)
+logger.propagate = False
+for i in range(50_000):
+    logger.warning("Order completed", extra={"htevent": {"userId": "u"}})
+collector.wait_for_requests(1, 5)
+print(time.time(), flush=True)
+"""
+
+
+def test_exit_with_50k_logged_events_queued_and_a_hanging_server_keeps_its_deadline():
+    # Regression: at the deadline every queued logged event was built and encoded on the
+    # closing thread, and logging.shutdown's flush() then waited shutdown_timeout again:
+    # exit took 5.4-6.3 s with shutdown_timeout=2 and 100k events (now 2.1 s).
+    import time
+
+    result = run_python("-c", EXIT_WITH_A_FULL_QUEUE, timeout=60)
+    exited = time.time()
+    assert result.returncode == 0, result.stderr[-2000:]
+    took = exited - float(result.stdout.split()[0])
+    assert took < 1.0 + 1.0, f"exit took {took:.2f} s with shutdown_timeout=1"
+    assert "message(s) were not delivered before exit" in result.stderr

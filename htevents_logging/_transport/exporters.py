@@ -23,7 +23,7 @@ from .._settings import Settings
 from ..errors import DeliveryError, Reason
 from ..typing import Message
 from .clock import MONOTONIC, Clock, Closing
-from .envelope import Envelope
+from .envelope import Envelope, Queueable
 from .ledger import Ledger
 from .sender import Sender
 from .spool import Spool
@@ -63,7 +63,7 @@ class Exporter(Protocol):
         late result is then ignored)."""
         ...
 
-    def give_up(self, left: Sequence[Envelope]) -> None:
+    def give_up(self, left: Sequence[Queueable]) -> None:
         """The close deadline came first (on the closing thread): fail ``left`` with
         ``shutdown_timeout``, or keep it for a later process."""
         ...
@@ -112,10 +112,10 @@ class DirectExporter:
             self._in_flight = None
         return left
 
-    def give_up(self, left: Sequence[Envelope]) -> None:
-        """Fail ``left`` with ``shutdown_timeout``."""
+    def give_up(self, left: Sequence[Queueable]) -> None:
+        """Fail ``left`` with ``shutdown_timeout`` (building only what someone is told of)."""
         if left:
-            self._ledger.settle(
+            self._ledger.settle_unbuilt(
                 left,
                 DeliveryError(
                     f"{len(left)} message(s) not delivered before the shutdown deadline (the "
@@ -201,10 +201,17 @@ class SpooledExporter:
         in the spool."""
         return self._direct.take_in_flight()
 
-    def give_up(self, left: Sequence[Envelope]) -> None:
+    def give_up(self, left: Sequence[Queueable]) -> None:
         """Keep ``left`` in the spool for a later process (or fail it if the spool fails)."""
-        if left and not self._keep(left):
-            self._direct.give_up(left)
+        built = []
+        for item in left:
+            envelope = item.prepare()
+            if envelope is None:
+                self._ledger.discarded()
+            else:
+                built.append(envelope)
+        if built and not self._keep(built):
+            self._direct.give_up(built)
 
     def kept(self) -> int:
         """Messages the spool holds (from every process that shares it); after
@@ -323,7 +330,7 @@ class CapturingExporter:
         """Nothing is ever in flight."""
         return []
 
-    def give_up(self, left: Sequence[Envelope]) -> None:
+    def give_up(self, left: Sequence[Queueable]) -> None:
         """Nothing to give up: capturing is immediate."""
 
     def kept(self) -> int:

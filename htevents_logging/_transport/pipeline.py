@@ -303,8 +303,12 @@ class Transport(_Outlet):
         worker = self._worker
         if not self._started or not worker.is_alive():
             return self.pending() <= 0 and not self.kept_in_spool()
-        if is_transport_thread():
-            return False
+        if is_transport_thread() or self._abandoned:
+            return False  # (given up at a close deadline: the thread is stuck, not flushing)
+        if self._closed:  # closed without waiting: the thread finishes what it has
+            if holds_logging_lock() or not worker.join(deadline - self._clock.now()):
+                return False
+            return self.pending() <= 0 and not self.kept_in_spool()
         request = worker.request_flush()
         if holds_logging_lock():
             return False
@@ -342,16 +346,16 @@ class Transport(_Outlet):
         """At the close deadline, with the thread still stuck in a request: everything it
         holds is given up (failed, or kept in the spool), from the closing thread."""
         self._abandoned = True
-        left = self._exporter.take_in_flight() + self._worker.take_everything()
+        left: list[Queueable] = [*self._exporter.take_in_flight(), *self._worker.take_everything()]
         self._exporter.give_up(left)
 
     def _settle_after_crash(self) -> bool:
         """After the thread died of a bug of ours: fail all it left (reason
         ``internal_error``); True when it left nothing."""
-        left = self._exporter.take_in_flight() + self._worker.take_everything()
+        left: list[Queueable] = [*self._exporter.take_in_flight(), *self._worker.take_everything()]
         if left:
             error = DeliveryError.internal(len(left), RuntimeError("thread died"))
-            self._ledger.settle(left, error)
+            self._ledger.settle_unbuilt(left, error)
         return not left
 
     def _drop_late(self) -> bool:

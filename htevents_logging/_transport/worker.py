@@ -340,9 +340,10 @@ class BatchWorker(logging.handlers.QueueListener):
             else:
                 items.append(item)
 
-    def take_everything(self) -> list[Envelope]:
-        """The batch being built and everything queued, built (the invalid ones settled as
-        discarded); after a crash, the message the thread had in hand first."""
+    def take_everything(self) -> list[Queueable]:
+        """The batch being built and everything queued, as they are (not built: at a deadline
+        there is no time to build 100,000 logged events); after a crash, the message the
+        thread had in hand first."""
         taken: list[Queueable] = []
         if self._crashed and self._in_hand is not None:
             taken.append(self._in_hand)
@@ -350,9 +351,8 @@ class BatchWorker(logging.handlers.QueueListener):
         queued = self._drain()
         self._taken += len(queued)
         with self._batch_lock:
-            held = self._batcher.take()
-        built = [self.prepare(item) for item in taken + queued]
-        return held + [envelope for envelope in built if envelope is not None]
+            held: list[Queueable] = list(self._batcher.take())
+        return held + taken + queued
 
     def take_late(self) -> list[Queueable]:
         """What was queued after the thread took its last message (a call that raced
