@@ -37,7 +37,7 @@ from ._contract import Request, Rules, Verdict, judge
 from ._endpoint import Endpoint, ReceivedRequest
 from ._format import format_event
 from ._script import Action, Cut, Drop, Hang, Reply
-from ._server import Server, tls_context
+from ._server import MAX_CONNECTIONS, READ_TIMEOUT, Server, tls_context
 
 __all__ = [
     "MESSAGE_TYPES",
@@ -76,7 +76,10 @@ class Collector:
     under it, as sent and again after gunzipping) and ``max_message_bytes`` (each message as
     compact UTF-8 JSON) are the real endpoint's limits by default. ``tls_cert`` (and
     ``tls_key``, when the key is in its own file) serve HTTPS, to try a CA setup locally;
-    ``tls_client_ca`` also requires a client certificate signed by that CA.
+    ``tls_client_ca`` also requires a client certificate signed by that CA. It holds against
+    hostile clients: a connection silent for ``read_timeout`` seconds is closed, at most
+    ``max_connections`` are served at once, a malformed chunk size is refused at once, and
+    every printed line shows control characters as escapes.
     """
 
     def __init__(
@@ -93,6 +96,8 @@ class Collector:
         tls_cert: Optional[Union[str, os.PathLike[str]]] = None,
         tls_key: Optional[Union[str, os.PathLike[str]]] = None,
         tls_client_ca: Optional[Union[str, os.PathLike[str]]] = None,
+        read_timeout: float = READ_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/', got {path!r}")
@@ -114,6 +119,8 @@ class Collector:
         self._endpoint = Endpoint(
             Rules(path, write_key, max_body_bytes, max_message_bytes), self._stopping, echo
         )
+        self._read_timeout = read_timeout
+        self._max_connections = max_connections
         self._lifecycle = threading.Lock()
         self._server: Optional[Server] = None
         self._thread: Optional[threading.Thread] = None
@@ -143,7 +150,12 @@ class Collector:
                     ) from exc
             try:
                 server = Server(
-                    (self._host, self._requested_port), self._endpoint, self._stopping, self._tls
+                    (self._host, self._requested_port),
+                    self._endpoint,
+                    self._stopping,
+                    self._tls,
+                    read_timeout=self._read_timeout,
+                    max_connections=self._max_connections,
                 )
             except OSError as exc:
                 if out is not None:
@@ -216,6 +228,11 @@ class Collector:
         host = f"[{self._host}]" if ":" in self._host else self._host
         scheme = "https" if self._tls is not None else "http"
         return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def open_connections(self) -> int:
+        """How many client connections are open now (kept-alive ones included)."""
+        return self._server.open_connections() if self._server is not None else 0
 
     @property
     def path(self) -> str:

@@ -7,6 +7,7 @@ outputs (the JSONL file and the echo stream). The server hands it each connectio
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -14,12 +15,29 @@ from collections import deque
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Optional, TextIO
 
-from ._contract import Rules, find_header, judge
+from ._contract import Rules, error_body, find_header, judge
 from ._format import format_event
 from ._script import NORMAL, Action, Answer
 from ._server import Connection
 
-__all__ = ["Endpoint", "ReceivedRequest"]
+__all__ = ["Endpoint", "ReceivedRequest", "printable"]
+
+
+def printable(line: str) -> str:
+    """``line`` safe for a terminal: every control, format or separator character (ESC, C1
+    controls, U+202E and the like, which a client can put in any id or property) becomes a
+    visible ``\\uXXXX`` escape."""
+    if line.isprintable():
+        return line
+    return "".join(
+        char
+        if char.isprintable() or char == " "
+        else f"\\u{ord(char):04x}"
+        if ord(char) <= 0xFFFF
+        else f"\\U{ord(char):08x}"
+        for char in line
+    )
+
 
 # Whatever the limits, a request body larger than this is not even read: the connection is
 # answered 413 and closed, so a runaway client cannot make the collector buffer gigabytes.
@@ -91,7 +109,7 @@ class Endpoint:
         with self._cond:
             answer: Answer = self._script.popleft() if self._script else NORMAL
         accepted, status, error = answer.outcome(verdict)
-        self._record(
+        problem = self._record(
             ReceivedRequest(
                 method=request.method,
                 path=request.target,
@@ -105,16 +123,21 @@ class Endpoint:
             ),
             verdict.events if accepted else [],
         )
+        if problem is not None:
+            connection.answer(500, error_body(problem))
+            return
         answer.answer(connection, verdict, self._stopping)
 
-    def _record(self, request: ReceivedRequest, events: list[dict[str, Any]]) -> None:
+    def _record(self, request: ReceivedRequest, events: list[dict[str, Any]]) -> Optional[str]:
+        """Record a request and its accepted events; the reason when the events could not be
+        written to ``out`` (then none is accepted, and the client is told with a 500)."""
         with self._cond:
+            problem = self._write_out(events)
+            if problem is not None:
+                request = dataclasses.replace(request, status=500, error=problem)
+                events = []
             self._requests.append(request)
             self._events.extend(events)
-            if self._out is not None and events:
-                for event in events:
-                    self._out.write(json.dumps(event, ensure_ascii=False) + "\n")
-                self._out.flush()
             if self._echo is not None:
                 if request.error is None:
                     lines = [format_event(event) for event in events]
@@ -122,12 +145,25 @@ class Endpoint:
                     lines = [f"rejected request: {request.error}"]
                 self._write_echo(lines)
             self._cond.notify_all()
+        return problem
+
+    def _write_out(self, events: list[dict[str, Any]]) -> Optional[str]:
+        out = self._out
+        if out is None or not events:
+            return None
+        try:
+            for event in events:
+                out.write(json.dumps(event, ensure_ascii=False) + "\n")
+            out.flush()
+        except (OSError, ValueError) as error:
+            return f"the collector cannot write its --out file: {error}"
+        return None
 
     def _write_echo(self, lines: list[str]) -> None:
         echo = self._echo
         if echo is None or not lines:
             return
-        text = "".join(line + "\n" for line in lines)
+        text = "".join(printable(line) + "\n" for line in lines)
         try:
             try:
                 echo.write(text)
@@ -178,8 +214,12 @@ class Endpoint:
             self._out = out
 
     def close_outputs(self) -> None:
-        """Close the JSONL file; nothing more is written to it."""
+        """Close the JSONL file; nothing more is written to it (a file that cannot be
+        written, a full disk, is closed all the same)."""
         with self._cond:
             out, self._out = self._out, None
         if out is not None:
-            out.close()
+            try:
+                out.close()
+            except OSError:
+                pass

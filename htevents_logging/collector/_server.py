@@ -25,6 +25,12 @@ __all__ = ["Connection", "Endpoint", "Server", "tls_context"]
 
 #: How long a client may take to complete the TLS handshake.
 _HANDSHAKE_TIMEOUT = 10.0
+#: How long a connection may stay silent (idle, or in the middle of a request) before it is
+#: closed: a client that opens connections and sends nothing cannot hold them forever.
+READ_TIMEOUT = 10.0
+#: How many connections are served at once; more are closed as soon as they are accepted, so
+#: idle connections cannot exhaust the threads or the descriptors.
+MAX_CONNECTIONS = 64
 
 
 def tls_context(
@@ -61,8 +67,13 @@ class Server(ThreadingHTTPServer):
         endpoint: Endpoint,
         stopping: threading.Event,
         tls: Optional[ssl.SSLContext] = None,
+        *,
+        read_timeout: float = READ_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.endpoint = endpoint
+        self.read_timeout = read_timeout
+        self._max_connections = max_connections
         self._stopping = stopping
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
@@ -94,6 +105,11 @@ class Server(ThreadingHTTPServer):
             return
         super().handle_error(request, client_address)
 
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """Refuse (close at once) a connection beyond ``max_connections``."""
+        with self._connections_lock:
+            return len(self._connections) < self._max_connections
+
     def track(self, connection: socket.socket, *, add: bool) -> None:
         """Note an open (or closed) connection, so :meth:`close_connections` can reach it."""
         with self._connections_lock:
@@ -101,6 +117,11 @@ class Server(ThreadingHTTPServer):
                 self._connections.add(connection)
             else:
                 self._connections.discard(connection)
+
+    def open_connections(self) -> int:
+        """How many connections are open now."""
+        with self._connections_lock:
+            return len(self._connections)
 
     def close_connections(self) -> None:
         """Shut down every open connection (hung ones included)."""
@@ -120,12 +141,12 @@ class Connection(BaseHTTPRequestHandler):
     server: Server
 
     def setup(self) -> None:
-        """Turn Nagle off and register the connection with the server."""
+        """Bound every read, turn Nagle off, and register the connection with the server."""
         super().setup()
         if isinstance(self.connection, ssl.SSLSocket):
             self.connection.settimeout(_HANDSHAKE_TIMEOUT)
             self.connection.do_handshake()
-            self.connection.settimeout(None)
+        self.connection.settimeout(self.server.read_timeout)
         # The answer goes out in two writes (headers, then body): with Nagle's algorithm on,
         # the second waits for the client's delayed ACK, ~40 ms per keep-alive request.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -191,6 +212,8 @@ class Connection(BaseHTTPRequestHandler):
             line = self.rfile.readline(65537)
             try:
                 size = int(line.split(b";", 1)[0].strip(), 16)
+                if size < 0:
+                    raise ValueError
             except ValueError:
                 self.close_connection = True
                 return b"", Verdict(400, "malformed chunked Transfer-Encoding")
