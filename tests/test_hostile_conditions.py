@@ -239,3 +239,34 @@ def test_exit_with_50k_logged_events_queued_and_a_hanging_server_keeps_its_deadl
     took = exited - float(result.stdout.split()[0])
     assert took < 1.0 + 1.0, f"exit took {took:.2f} s with shutdown_timeout=1"
     assert "message(s) were not delivered before exit" in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["directory", "garbage file", "unwritable directory"])
+def test_a_spool_path_that_cannot_be_used_sends_directly_and_names_it(
+    collector, closing, write_key, tmp_path, caplog, kind
+):
+    # Regression: it raised from the constructor without naming spool_path, so dictConfig
+    # failed the whole logging setup.
+    import logging
+    import os
+
+    if kind == "directory":
+        path = tmp_path
+    elif kind == "garbage file":
+        path = tmp_path / "spool.db"
+        path.write_bytes(b"this is not an SQLite database" * 100)
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root can write anywhere")
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        path = locked / "spool.db"
+    with caplog.at_level(logging.WARNING, "htevents_logging"):
+        client = closing(
+            HtEvents(write_key, host=collector.url, spool_path=str(path), flush_interval=0.05)
+        )
+    client.track(user_id="u", event="sent directly")
+    assert_flushed(client)
+    assert len(collector.events) == 1
+    [warning] = [r for r in caplog.records if "cannot use spool_path" in r.getMessage()]
+    assert str(path) in warning.getMessage()

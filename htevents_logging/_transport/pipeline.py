@@ -9,12 +9,14 @@ client). While an exporter is installed process-wide (:func:`install`, which
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import threading
 from typing import Any, Optional
 
 from typing_extensions import Protocol
 
-from .._diagnostics import holds_logging_lock
+from .._diagnostics import holds_logging_lock, log
 from .._encoding import MAX_BATCH_BYTES
 from .._settings import Settings
 from ..errors import DeliveryError, Reason
@@ -108,18 +110,36 @@ def _export_to_installed(item: Queueable) -> None:
             exporter.export([envelope])
 
 
-def _open_spool(settings: Settings) -> Optional[Spool]:
+def _open_spool(settings: Settings) -> tuple[Optional[Spool], int]:
+    """The spool and how many messages it already keeps; ``(None, 0)`` when it cannot be used
+    (a directory, a file that is not a spool, no permission): then batches are sent directly,
+    and one WARNING names ``spool_path`` and why, instead of failing the logging setup."""
     if settings.spool_path is None:
-        return None
+        return None, 0
     # A lease must outlast the longest send of a batch (every attempt and every wait).
     longest = (settings.max_retries + 1) * settings.http_request_timeout + (
         settings.max_retries * max(settings.retry_backoff_max, settings.retry_after_max)
     )
-    return Spool(
-        settings.spool_path,
-        max_bytes=settings.spool_max_bytes,
-        lease_seconds=max(60.0, longest + 10.0),
-    )
+    spool: Optional[Spool] = None
+    try:
+        spool = Spool(
+            settings.spool_path,
+            max_bytes=settings.spool_max_bytes,
+            lease_seconds=max(60.0, longest + 10.0),
+        )
+        return spool, spool.count()
+    except (sqlite3.Error, OSError) as error:
+        if spool is not None:
+            spool.close()
+        log(
+            logging.WARNING,
+            "htevents-logging: cannot use spool_path=%r (%s: %s); sending directly, without "
+            "a spool, so events are not kept through an outage or a crash",
+            settings.spool_path,
+            type(error).__name__,
+            error,
+        )
+        return None, 0
 
 
 class _Outlet:
@@ -155,9 +175,9 @@ class Transport(_Outlet):
     def __init__(self, settings: Settings, clock: Clock = MONOTONIC) -> None:
         self.settings = settings
         self._clock = clock
-        self._spool = _open_spool(settings)
+        self._spool, kept = _open_spool(settings)
         self._setup()
-        if self._spool is not None and self._spool.count():
+        if kept:
             self._start()  # what an earlier process kept goes now, not with the first event
 
     def _setup(self) -> None:
