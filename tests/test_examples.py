@@ -7,6 +7,7 @@ structlog back as it was.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import subprocess
@@ -21,6 +22,15 @@ import pytest
 from helpers import SETTINGS_ENV, run_python
 
 from htevents_logging.collector import Collector
+
+# The frameworks are imported now, at collection, while no test has started a thread: on
+# Python 3.13 werkzeug's import iterates its own module globals, and importing it mid-run (as
+# importorskip would) once raised "dictionary changed size during iteration".
+for _framework in ("flask", "fastapi", "django"):
+    try:
+        importlib.import_module(_framework)
+    except ImportError:
+        pass
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -353,8 +353,8 @@ class Transport(_Outlet):
                 worker.enqueue_sentinel()
         if not self._started:
             return True
-        if holds_logging_lock() or is_transport_thread():
-            return False
+        if holds_logging_lock() or is_transport_thread() or self._abandoned:
+            return False  # (abandoned: an earlier close gave up at its deadline; don't wait again)
         if not worker.join(deadline - self._clock.now()):
             self._abandon()
             return False
