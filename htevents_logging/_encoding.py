@@ -30,18 +30,34 @@ import dataclasses
 import datetime as _dt
 import decimal
 import enum
+import itertools
 import json
 import math
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["MAX_BATCH_BYTES", "MAX_MESSAGE_BYTES", "dumps", "to_jsonable"]
+from .errors import MessageTooLargeError
+
+__all__ = ["MAX_BATCH_BYTES", "MAX_MESSAGE_BYTES", "bounded_dict", "dumps", "to_jsonable"]
 
 #: The largest message the API accepts, as compact UTF-8 JSON.
 MAX_MESSAGE_BYTES = 32_768
 #: A request body must stay under this many bytes, the envelope included.
 MAX_BATCH_BYTES = 500_000
+
+
+def bounded_dict(value: Mapping[Any, Any]) -> dict[Any, Any]:
+    """``dict(value)``, reading at most ``MAX_MESSAGE_BYTES`` entries: a mapping with more
+    cannot fit in a message anyway, and one whose iteration never ends would otherwise grow
+    the process until it runs out of memory. Raises ``MessageTooLargeError`` for it."""
+    out = dict(itertools.islice(value.items(), MAX_MESSAGE_BYTES + 1))
+    if len(out) > MAX_MESSAGE_BYTES:
+        raise MessageTooLargeError(
+            f"a {type(value).__name__} with more than {MAX_MESSAGE_BYTES:,} entries cannot fit "
+            f"in a message of at most {MAX_MESSAGE_BYTES:,} bytes"
+        )
+    return out
 
 
 def _bytes_to_str(value: bytes | bytearray) -> str:
@@ -73,7 +89,7 @@ def _default(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
-        return dict(value)
+        return bounded_dict(value)
     return repr(value)
 
 
@@ -125,14 +141,15 @@ def to_jsonable(value: Any, _active: frozenset[int] = frozenset()) -> Any:
         return "<cycle>"
     active = _active | {id(value)}
     if isinstance(value, Mapping):
-        return {_key(k): to_jsonable(v, active) for k, v in value.items()}
+        return {_key(k): to_jsonable(v, active) for k, v in bounded_dict(value).items()}
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v, active) for v in value]
     return to_jsonable(_default(value), active)
 
 
 def dumps(value: Any) -> bytes:
-    """Encode ``value`` as compact UTF-8 JSON bytes, never raising for any payload value.
+    """Encode ``value`` as compact UTF-8 JSON bytes, never raising for any payload value but
+    one that cannot fit in a message (``MessageTooLargeError``, see :func:`bounded_dict`).
 
     The fast path is the C encoder; anything it refuses goes through :func:`to_jsonable`.
     A lone surrogate (which UTF-8 cannot carry, and which the endpoint refuses, failing the

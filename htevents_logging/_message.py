@@ -13,6 +13,7 @@ from typing import Any, Literal, Optional, Union, get_args
 
 from typing_extensions import TypedDict
 
+from ._encoding import bounded_dict
 from ._identity import Identity, current_identity
 from ._time import Timestamp, format_timestamp
 from ._version import __version__
@@ -137,7 +138,7 @@ def _mapping(type_: str, field: str, value: Any) -> dict[str, Any]:
         return {}
     if not isinstance(value, Mapping):
         raise TypeError(f"{type_}: {field} must be a mapping, not {type(value).__name__}")
-    return dict(value)
+    return bounded_dict(value)
 
 
 def _optional_str(type_: str, field: str, value: Any) -> Optional[str]:

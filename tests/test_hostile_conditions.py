@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import signal
 import sys
+import threading
+from collections.abc import Mapping
 
 import pytest
 from helpers import Outcomes, assert_flushed, run_python
 
-from htevents_logging import HtEvents
+from htevents_logging import HtEvents, HtEventsHandler, MessageTooLargeError
 from htevents_logging._transport.sender import parse_retry_after
 from htevents_logging.collector import Reply
 
@@ -270,3 +273,60 @@ def test_a_spool_path_that_cannot_be_used_sends_directly_and_names_it(
     assert len(collector.events) == 1
     [warning] = [r for r in caplog.records if "cannot use spool_path" in r.getMessage()]
     assert str(path) in warning.getMessage()
+
+
+class Endless(Mapping):  # type: ignore[type-arg]
+    """A mapping whose iteration never ends (a lazy view over a stream, say)."""
+
+    def __getitem__(self, key):  # type: ignore[no-untyped-def]
+        return 1
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return itertools.count()
+
+    def __len__(self) -> int:
+        return 1
+
+
+def finishes(call, timeout: float = 10.0) -> list:  # type: ignore[no-untyped-def,type-arg]
+    """Run ``call`` on a thread; what it raised (or ``[None]``), once it finished in time."""
+    outcome: list = []  # type: ignore[type-arg]
+
+    def run() -> None:
+        try:
+            call()
+            outcome.append(None)
+        except Exception as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), "it never finished: the mapping was read without end"
+    return outcome
+
+
+def test_a_mapping_without_end_is_cut_off_and_rejected(collector, make_client, caplog):
+    # Regression: a nested mapping whose iteration never ends grew the process to its memory
+    # cap, and nothing else was delivered meanwhile.
+    import logging
+
+    client = make_client()
+    [error] = finishes(lambda: client.track(user_id="u", event="x", properties=Endless()))
+    assert isinstance(error, MessageTooLargeError)
+    [error] = finishes(lambda: client.track(user_id="u", event="x", properties={"n": Endless()}))
+    assert isinstance(error, MessageTooLargeError)
+
+    handler = HtEventsHandler(client=client)
+    logger = logging.getLogger("hostile.endless")
+    logger.addHandler(handler)
+    try:
+        assert finishes(lambda: logger.warning("x", extra={"htevent": Endless()})) == [None]
+        nested = {"userId": "u", "properties": {"deep": Endless()}}
+        assert finishes(lambda: logger.warning("x", extra={"htevent": nested})) == [None]
+        logger.warning("fine", extra={"htevent": {"userId": "u"}})
+        assert_flushed(client)
+    finally:
+        logger.removeHandler(handler)
+    assert [event["event"] for event in collector.events] == ["fine"]
+    assert client.stats()["rejected_by_reason"] == {"oversize": 4}

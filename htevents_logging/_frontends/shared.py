@@ -18,9 +18,11 @@ from typing import Any, Callable, Optional, Union
 
 from .._client import ClientSettings, HtEvents
 from .._diagnostics import warn_limited
+from .._encoding import bounded_dict
 from .._identity import Identity, current_identity
 from .._time import Timestamp
 from .._transport import Envelope
+from ..errors import MessageTooLargeError, Reason
 from ..typing import Callback, ErrorHandler
 
 __all__ = [
@@ -103,7 +105,10 @@ def _payload_type(payload: Mapping[Any, Any]) -> Any:
 
 
 def _copy(payload: Mapping[Any, Any]) -> dict[Any, Any]:
-    """The payload and the dicts in it, copied: the caller may change them after the call."""
+    """The payload and the dicts in it, copied: the caller may change them after the call
+    (at most so many entries: see ``bounded_dict``)."""
+    if type(payload) is not dict:
+        payload = bounded_dict(payload)
     return {key: dict(value) if type(value) is dict else value for key, value in payload.items()}
 
 
@@ -232,5 +237,6 @@ def send_payload(
 
 def reject(client: HtEvents, error: BaseException, payload_key: str, origin: Origin) -> None:
     """Count a logged payload as rejected and warn about it (rate-limited)."""
-    client.count_rejected()
+    too_large = isinstance(error, MessageTooLargeError)
+    client.count_rejected(Reason.OVERSIZE if too_large else Reason.INVALID)
     _report(error, payload_key, origin)
