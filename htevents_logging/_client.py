@@ -87,6 +87,11 @@ class HtEvents:
         # Looked up each time: a forked child's transport starts a new ledger.
         return self._transport.ledger
 
+    def count_dropped(self, reason: Reason, why: str) -> None:
+        """Count a message a front-end did not hand over, with a rate-limited warning: what
+        it does with an event logged on the transport thread."""
+        self._ledger.drop([], reason, why)
+
     def count_rejected(self, reason: Reason = Reason.INVALID) -> None:
         """Count a message as rejected: what a front-end does with a logged payload it could
         not even read."""

@@ -53,6 +53,9 @@ class Reason(str, enum.Enum):
     SPOOL_FULL = ("spool_full", "dropped")
     #: The background thread could not be started.
     NO_THREAD = ("no_thread", "dropped")
+    #: An event was logged on the transport thread (in a callback or ``on_error``): it stays a
+    #: log line, so a failure can never feed itself with new events.
+    TRANSPORT_THREAD = ("transport_thread", "dropped")
     #: The ``before_send`` hook returned ``None``: the message was filtered out on purpose.
     BEFORE_SEND = ("before_send", "dropped")
     #: The ``before_send`` hook raised (logged with its traceback): the message is not sent,
@@ -79,7 +82,7 @@ class DeliveryError(HtEventsError):
     ``reason`` is a :class:`Reason`, the key :meth:`HtEvents.stats` counts it under:
     ``http_3xx``, ``http_4xx``, ``http_5xx``, ``retries_exhausted``, ``shutdown_timeout``,
     ``internal_error``, ``queue_full``, ``after_close``, ``spool_full``, ``no_thread``,
-    ``before_send`` or ``before_send_error``.
+    ``transport_thread``, ``before_send`` or ``before_send_error``.
     ``status`` is the last HTTP status when there was one, and ``attempts`` how many
     requests were made.
     """

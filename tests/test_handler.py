@@ -449,6 +449,8 @@ def test_on_the_root_logger_with_debug_everywhere_only_the_intended_events_arriv
         sibling.close()
 
     assert sorted(e["event"] for e in collector.events) == ["Direct", "Order completed"]
+    # Not silently: counted as dropped (and warned about, rate-limited).
+    assert sibling.stats()["dropped_by_reason"] == {"transport_thread": 1}
 
 
 # --------------------------------------------------------------------------------------------

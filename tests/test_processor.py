@@ -337,3 +337,22 @@ def test_the_module_imports_without_structlog():
     result = run_python("-c", code, timeout=30)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "{'event': 'e'}"
+
+
+def test_an_event_logged_on_the_transport_thread_is_counted_not_sent(collector, write_key):
+    # Regression: it was neither sent, nor counted, nor warned about.
+    client = HtEvents(write_key, host=collector.url, flush_interval=0.05)
+    processor = HtEventsProcessor(client=client)
+    seen: list[Any] = []
+
+    def log_from_the_callback(error: Any, message: Any) -> None:  # on the transport thread
+        seen.append(processor(None, "info", {"event": "Looped", "htevent": {"userId": "u"}}))
+
+    try:
+        client.track(user_id="u", event="Direct", callback=log_from_the_callback)
+        assert_flushed(client)
+        assert seen == [{"event": "Looped"}]  # the payload is still popped, never rendered
+        assert client.stats()["dropped_by_reason"] == {"transport_thread": 1}
+        assert [event["event"] for event in collector.events] == ["Direct"]
+    finally:
+        client.close()

@@ -35,7 +35,8 @@ from typing_extensions import Unpack
 
 from .._client import ClientSettings, HtEvents
 from .._transport import is_transport_thread
-from .shared import DEFAULT_PAYLOAD_KEY, make_client, send_payload
+from ..errors import Reason
+from .shared import DEFAULT_PAYLOAD_KEY, ON_TRANSPORT_THREAD, make_client, send_payload
 
 __all__ = ["DEFAULT_PAYLOAD_KEY", "HtEventsHandler"]
 
@@ -135,7 +136,10 @@ class HtEventsHandler(logging.Handler):
         if payload is None:
             return
         name = record.name
-        if name == _OWN_LOGGER or name.startswith(_OWN_PREFIX) or is_transport_thread():
+        if name == _OWN_LOGGER or name.startswith(_OWN_PREFIX):
+            return
+        if is_transport_thread():
+            self.client.count_dropped(Reason.TRANSPORT_THREAD, ON_TRANSPORT_THREAD)
             return
         send_payload(
             self.client,

@@ -24,7 +24,15 @@ from typing_extensions import Unpack
 
 from .._client import ClientSettings, HtEvents
 from .._transport import is_transport_thread
-from .shared import DEFAULT_PAYLOAD_KEY, Origin, make_client, reject, send_payload
+from ..errors import Reason
+from .shared import (
+    DEFAULT_PAYLOAD_KEY,
+    ON_TRANSPORT_THREAD,
+    Origin,
+    make_client,
+    reject,
+    send_payload,
+)
 
 __all__ = ["HtEventsProcessor"]
 
@@ -84,7 +92,10 @@ class HtEventsProcessor:
     ) -> MutableMapping[str, Any]:
         """Pop the payload and send it (see the class docstring); return ``event_dict``."""
         payload = event_dict.pop(self.payload_key, None)
-        if payload is None or is_transport_thread():
+        if payload is None:
+            return event_dict
+        if is_transport_thread():
+            self.client.count_dropped(Reason.TRANSPORT_THREAD, ON_TRANSPORT_THREAD)
             return event_dict
         origin: Origin = ("structlog", "", "")
         try:

@@ -235,6 +235,14 @@ def send_payload(
         _report(error, payload_key, origin)
 
 
+#: Why an event logged on the transport thread is not sent (see ``Reason.TRANSPORT_THREAD``).
+ON_TRANSPORT_THREAD = (
+    "an event was logged on the transport thread (in a callback or on_error): it stays a log "
+    "line, so a failure cannot feed itself; call the client directly, or log from your own "
+    "thread"
+)
+
+
 def reject(client: HtEvents, error: BaseException, payload_key: str, origin: Origin) -> None:
     """Count a logged payload as rejected and warn about it (rate-limited)."""
     too_large = isinstance(error, MessageTooLargeError)
