@@ -211,3 +211,16 @@ def test_the_wire_timestamp_format_is_written_once():
 def test_no_code_cites_a_file_outside_the_repository():
     for name, text in _sources().items():
         assert "WIRE.md" not in text and "../shared" not in text, name
+
+
+def test_the_readme_settings_table_lists_every_setting_and_no_other():
+    # Adding a setting is one field plus one README row: this keeps the two together.
+    rows: list[str] = []
+    text = README.read_text(encoding="utf-8")
+    table = text[text.index("## Settings") :]
+    table = table[table.index("| Python |") :]
+    for line in table.splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        rows += re.findall(r"`([a-z_]+)`", line.split("|")[1])
+    assert sorted(rows) == sorted(field.name for field in dataclasses.fields(Settings))
