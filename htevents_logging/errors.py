@@ -45,6 +45,9 @@ class Reason(str, enum.Enum):
     SHUTDOWN_TIMEOUT = ("shutdown_timeout", "failed")
     #: A bug in htevents-logging (logged with its traceback).
     INTERNAL_ERROR = ("internal_error", "failed")
+    #: The spool file was damaged: it was moved aside (``<spool_path>.damaged-<time>``) and
+    #: the messages it held for this process could not be read back.
+    SPOOL_DAMAGED = ("spool_damaged", "failed")
     #: The bounded queue was full: the server is slow or down.
     QUEUE_FULL = ("queue_full", "dropped")
     #: Sent after ``close()``.
@@ -81,8 +84,8 @@ class DeliveryError(HtEventsError):
     It is what ``callback(error, message)`` and ``on_error(error, messages)`` receive.
     ``reason`` is a :class:`Reason`, the key :meth:`HtEvents.stats` counts it under:
     ``http_3xx``, ``http_4xx``, ``http_5xx``, ``retries_exhausted``, ``shutdown_timeout``,
-    ``internal_error``, ``queue_full``, ``after_close``, ``spool_full``, ``no_thread``,
-    ``transport_thread``, ``before_send`` or ``before_send_error``.
+    ``internal_error``, ``spool_damaged``, ``queue_full``, ``after_close``, ``spool_full``,
+    ``no_thread``, ``transport_thread``, ``before_send`` or ``before_send_error``.
     ``status`` is the last HTTP status when there was one, and ``attempts`` how many
     requests were made.
     """

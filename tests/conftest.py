@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from typing import Any, Callable, TypeVar
 
@@ -19,6 +20,17 @@ TEST_WRITE_KEY = "test-write-key"
 def write_key() -> str:
     """The write key the test collector requires; never to be printed in full (checked)."""
     return TEST_WRITE_KEY
+
+
+@pytest.fixture
+def down_url() -> Iterator[str]:
+    """A loopback URL where nothing listens: connections are refused at once.
+
+    The port stays bound (not listening) for the whole test, so no other program can take it.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 @pytest.fixture

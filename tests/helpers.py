@@ -108,3 +108,42 @@ def configured_by_dictconfig(logger_name: str, **handler: Any) -> Iterator[loggi
         for added in list(logger.handlers):
             logger.removeHandler(added)
             added.close()
+
+
+@contextlib.contextmanager
+def holding_the_write_lock(path: str) -> Iterator[None]:
+    """Another process holds the SQLite write lock of ``path`` (``BEGIN IMMEDIATE``), as a
+    process stuck mid-transaction would, until the block ends."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys\n"
+            "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "c.execute('BEGIN IMMEDIATE')\n"
+            "print('held', flush=True)\n"
+            "sys.stdin.read()\n",
+            path,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        yield
+    finally:
+        holder.communicate("", timeout=10)
+
+
+def damage_spool(path: str) -> None:
+    """Overwrite 4 KB in the middle of a spool file with garbage, after moving everything from
+    its WAL into it (as a bad disk sector or a stray write would)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = os.path.getsize(path)
+    with open(path, "r+b") as file:
+        file.seek(size // 2)
+        file.write(b"\xa5" * 4096)

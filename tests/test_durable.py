@@ -9,28 +9,15 @@ from __future__ import annotations
 import collections
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 
-import pytest
 from helpers import Outcomes, assert_flushed, wait_until
 
 from htevents_logging import HtEvents
 from htevents_logging._transport.spool import Spool
 from htevents_logging.collector import Reply
-
-
-@pytest.fixture
-def down_url():
-    """A loopback URL where nothing listens: connections are refused at once.
-
-    The port stays bound (not listening) for the whole test, so no other program can take it.
-    """
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 def spool_rows(path) -> int:
@@ -195,7 +182,8 @@ def test_the_spool_is_bounded_and_drops_the_oldest_counted(tmp_path, down_url, w
         # the transport held on to them for the whole outage.
         assert len(outcomes.errors) == dropped
         assert all(error.reason == "spool_full" for error in outcomes.errors)
-        assert len(client._transport._exporter._awaiting) == 200 - dropped
+        told, unsettled = client._transport._exporter._awaiting.unsettled()
+        assert len(told) == unsettled == 200 - dropped
     finally:
         client.close(1)
 

@@ -19,10 +19,17 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import wait_until
+from helpers import damage_spool, holding_the_write_lock, wait_until
 
 from htevents_logging._transport import spool as spool_module
-from htevents_logging._transport.spool import Spool, SpooledMessage
+from htevents_logging._transport.spool import (
+    Spool,
+    SpoolBusy,
+    SpooledMessage,
+    SpoolUnavailable,
+    Trouble,
+    trouble_of,
+)
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="needs fork and SIGKILL")
 
@@ -499,24 +506,29 @@ def test_a_forked_child_keeps_its_writes_when_the_parent_closes_first(path):
 
 
 @posix_only
-def test_a_child_forked_while_another_thread_holds_the_spool_still_gets_its_own_connection(
-    path, monkeypatch
+def test_a_child_forked_while_another_thread_holds_the_spool_does_not_use_it_and_fork_is_quick(
+    path,
 ):
-    # The fallback when the connection cannot be closed before the fork: the child drops the
-    # inherited connection without using or closing it, and the lock that was held in the parent.
-    monkeypatch.setattr(spool_module, "_FORK_LOCK_TIMEOUT", 0.05)
+    # The child inherits SQLite's in-process lock bookkeeping of a connection in use, so no
+    # connection it opens to that file is safe: it refuses the path (its transport then sends
+    # directly). Regression: os.fork() waited up to 6 s for the other thread.
     spool = Spool(path)
     spool.append([b"parent"])
 
     def child() -> None:
         spool.reopen_after_fork()
-        spool.append([b"child"])
+        for use in (lambda: spool.append([b"child"]), lambda: Spool(path)):
+            with pytest.raises(SpoolUnavailable, match="forked"):
+                use()
 
     with spool._lock:  # as if the transport thread were mid-transaction
+        started = time.monotonic()
         code = fork_and_run(child)
+        took = time.monotonic() - started
     assert code == 0
+    assert took < 2.0  # the hook waits 0.25 s, then lets the fork go on
 
-    assert [m.data for m in spool.claim(*EVERYTHING)] == [b"parent", b"child"]
+    assert [m.data for m in spool.claim(*EVERYTHING)] == [b"parent"]
     spool.close()
 
 
@@ -549,3 +561,122 @@ def test_close_is_idempotent_and_a_closed_spool_refuses_work(path):
         spool.append([b"late"])
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
         spool.claim(1, 1000)
+
+
+# -- deadlines against another process, and damage ---------------------------------------------
+
+
+@pytest.fixture
+def held_by_another_process(path):
+    """Another process holding the spool's write lock until the test ends."""
+    Spool(path).close()
+    with holding_the_write_lock(path):
+        yield
+
+
+def test_opening_a_spool_another_process_is_writing_to_does_not_wait(path, held_by_another_process):
+    # Regression: the constructor blocked 5 s and then raised "database is locked".
+    started = time.monotonic()
+    spool = Spool(path)
+    assert time.monotonic() - started < 1.0
+    assert spool.count(timeout=0.1) == 0  # reading takes no lock in WAL mode
+    spool.close()
+
+
+@pytest.mark.parametrize("operation", ["append", "claim", "delete"])
+def test_a_write_waits_for_another_process_no_longer_than_its_timeout(
+    path, held_by_another_process, operation
+):
+    spool = Spool(path)
+    calls = {
+        "append": lambda: spool.append([b"x"], timeout=0.2),
+        "claim": lambda: spool.claim(*EVERYTHING, timeout=0.2),
+        "delete": lambda: spool.delete([1], timeout=0.2),
+    }
+    started = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError) as raised:
+        calls[operation]()
+    assert 0.15 < time.monotonic() - started < 1.5
+    assert trouble_of(raised.value) is Trouble.BUSY
+    spool.close()
+
+
+def test_a_call_waits_for_another_thread_no_longer_than_its_timeout_and_close_never_blocks(path):
+    spool = Spool(path)
+    with spool._lock:  # another thread mid-transaction
+        started = time.monotonic()
+        with pytest.raises(SpoolBusy):
+            spool.append([b"x"], timeout=0.1)
+        spool.close(timeout=0.1)  # returns; the holder closes the connection when done
+        assert time.monotonic() - started < 1.0
+    assert spool.closed
+    assert spool._conn is not None  # the lock was held: it is closed on the way out ...
+    with pytest.raises(sqlite3.ProgrammingError):
+        spool.append([b"late"])
+    assert spool._conn is None  # ... of the next holder
+
+
+def test_a_damaged_file_is_told_apart_moved_aside_and_replaced_by_a_fresh_one(path):
+    with Spool(path) as spool:
+        spool.append([event(n) * 10 for n in range(300)])
+    damage_spool(path)
+
+    spool = Spool(path)
+    with pytest.raises(sqlite3.DatabaseError) as raised:
+        while spool.claim(*EVERYTHING):
+            pass
+    assert trouble_of(raised.value) is Trouble.DAMAGED
+
+    moved = spool.quarantine()
+    assert moved is not None and moved.startswith(path + ".damaged-")
+    assert os.path.exists(moved)
+    spool.append([b"after"])  # a fresh, empty file at the same path
+    assert [m.data for m in spool.claim(*EVERYTHING)] == [b"after"]
+    assert spool.quarantine() is not None  # (a second damage would go aside too)
+    spool.close()
+
+
+def test_quarantine_moves_only_the_file_this_spool_opened(path):
+    first, second = Spool(path), Spool(path)
+    moved = first.quarantine()
+    assert moved is not None
+    first.append([b"fresh"])  # creates the new file
+    assert second.quarantine() is None  # its file was moved already: the new one stays
+    assert os.path.exists(path)
+    second.close()
+    first.close()
+
+
+def test_peek_reads_the_next_batch_without_leasing_it(spool):
+    spool.append([b"a", b"b", b"c"])
+    peeked = spool.peek(2, 10_000)
+    assert [m.data for m in peeked] == [b"a", b"b"]
+    assert [m.data for m in spool.peek(2, 10_000, after=peeked[-1].row_id)] == [b"c"]
+    assert [m.data for m in spool.claim(*EVERYTHING)] == [b"a", b"b", b"c"]  # nothing leased
+    assert spool.peek(*EVERYTHING) == []  # leased rows are not peeked
+
+
+@pytest.mark.parametrize(
+    "error, trouble",
+    [
+        (sqlite3.OperationalError("database is locked"), Trouble.BUSY),
+        (SpoolBusy("in use"), Trouble.BUSY),
+        (sqlite3.OperationalError("database or disk is full"), Trouble.FULL),
+        (sqlite3.OperationalError("disk I/O error"), Trouble.FULL),
+        (sqlite3.DatabaseError("database disk image is malformed"), Trouble.DAMAGED),
+        (sqlite3.DatabaseError("file is not a database"), Trouble.DAMAGED),
+        (SpoolUnavailable("cannot open"), Trouble.UNUSABLE),
+        (sqlite3.ProgrammingError("closed"), Trouble.UNUSABLE),
+        (sqlite3.OperationalError("attempt to write a readonly database"), Trouble.UNUSABLE),
+    ],
+)
+def test_every_failure_is_sorted_into_what_to_do_about_it(error, trouble):
+    assert trouble_of(error) is trouble
+
+
+def test_a_path_that_cannot_be_a_spool_is_refused_at_once_as_unusable(tmp_path):
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(os.urandom(8192))
+    for unusable in (tmp_path, garbage):
+        with pytest.raises(SpoolUnavailable, match=str(unusable)):
+            Spool(unusable)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Optional
 
 from typing_extensions import Protocol
@@ -22,11 +22,12 @@ from .._encoding import MAX_BATCH_BYTES
 from .._settings import Settings
 from ..errors import DeliveryError, Reason
 from ..typing import Message
+from .awaiting import Awaiting
 from .clock import MONOTONIC, Clock, Closing
 from .envelope import Envelope, Queueable
 from .ledger import Ledger
 from .sender import Sender
-from .spool import Spool
+from .spool import Spool, SpooledMessage, Trouble, trouble_of
 
 __all__ = [
     "KEPT_REASONS",
@@ -35,6 +36,7 @@ __all__ = [
     "Exporter",
     "SpooledExporter",
     "make_exporter",
+    "warn_unusable_spool",
 ]
 
 #: Failures after which the spool keeps a batch rather than failing it.
@@ -134,8 +136,23 @@ class DirectExporter:
         self._sender.close()
 
 
-def _spool_failed(error: sqlite3.Error, what: str = "") -> None:
-    warn_limited("spool-error", "htevents-logging: the spool failed (%s)%s", error, what)
+#: How long the transport thread waits for the spool while another process holds it. Past it a
+#: batch is sent directly (or the drain is tried later), so a stuck process sharing the file
+#: never stalls delivery, a flush, or a close.
+SPOOL_PATIENCE = 1.0
+
+
+def warn_unusable_spool(path: str, error: BaseException) -> None:
+    """The one WARNING for a ``spool_path`` that cannot be used: it names the setting, the
+    path, why, and what happens instead."""
+    log(
+        logging.WARNING,
+        "htevents-logging: cannot use spool_path=%r (%s: %s); sending directly, without a "
+        "spool, so events are not kept through an outage or a crash",
+        path,
+        type(error).__name__,
+        error,
+    )
 
 
 class SpooledExporter:
@@ -144,8 +161,14 @@ class SpooledExporter:
     Rows are claimed oldest first, sent, and deleted once delivered or refused for good. A
     failure that may pass (the server is down, or a close deadline came first) releases the
     rows instead: they stay for the next try, one ``flush_interval`` later, or for the next
-    process with the same ``spool_path``. When the spool itself fails, a batch is sent
-    directly rather than lost.
+    process with the same ``spool_path``.
+
+    The spool fails open. Each failure is sorted (:func:`~.spool.trouble_of`) and met one way:
+    busy (another process holds it past ``SPOOL_PATIENCE``): the batch is sent directly and
+    the drain tried later; full (no room to write a claim): kept rows are read and sent
+    without a lease; damaged: the file is moved aside, what this process kept in it is
+    failed (``spool_damaged``), and a fresh file takes its place; unusable: every batch is sent
+    directly from then on, after one WARNING that names ``spool_path``.
     """
 
     def __init__(
@@ -164,8 +187,13 @@ class SpooledExporter:
         self._ledger = ledger
         self._closing = closing
         self._clock = clock
-        # Stored envelopes someone is to be told about, by row id (rows carry only the bytes).
-        self._awaiting: dict[int, Envelope] = {}
+        self._awaiting = Awaiting()
+        self._usable = True
+        self._busy_until: Optional[float] = None  # the spool was busy: straight to the sender
+        # With no room to lease (a full disk): rows sent unleased up to this id, and sent rows
+        # whose delete failed, deleted as soon as there is room.
+        self._peeked_through = 0
+        self._undeleted: list[int] = []
         # A first drain is due as soon as the thread runs: what an earlier process kept goes
         # first. (Not looked up here: in a forked child this runs in the fork hook, no I/O.)
         self._retry_at: Optional[float] = clock.now()
@@ -218,8 +246,10 @@ class SpooledExporter:
         :meth:`shutdown`, what it held then."""
         if self._kept_at_shutdown is not None:
             return self._kept_at_shutdown
+        if not self._usable:
+            return 0
         try:
-            return self._spool.count()
+            return self._spool.count(timeout=self._patience())
         except sqlite3.Error:
             return 0
 
@@ -228,80 +258,198 @@ class SpooledExporter:
         process). Idempotent."""
         if self._kept_at_shutdown is None:
             self._kept_at_shutdown = self.kept()
-            self._spool.close()
+            self._spool.close(timeout=self._patience())
         self._direct.shutdown()
 
+    def _patience(self) -> float:
+        """How long a spool call may wait: ``SPOOL_PATIENCE``, and while closing at most half
+        the time left, so that a batch the spool cannot take still has time to be sent."""
+        deadline = self._closing.deadline
+        if deadline is None:
+            return SPOOL_PATIENCE
+        return max(0.0, min(SPOOL_PATIENCE, (deadline - self._clock.now()) / 2))
+
     def _keep(self, batch: Sequence[Envelope]) -> bool:
-        """Store a batch; False (send it as is) if the spool failed."""
-        try:
-            appended = self._spool.append([envelope.data for envelope in batch])
-        except sqlite3.Error as error:
-            _spool_failed(error, "; sending directly")
+        """Store a batch; False (send it as is) if the spool failed, or was busy less than a
+        ``flush_interval`` ago (each batch would wait for it again)."""
+        if not self._usable:
             return False
-        self._remember(appended.stored, batch)
+        if self._busy_until is not None:
+            if self._clock.now() < self._busy_until:
+                return False
+            self._busy_until = None
+        try:
+            appended = self._spool.append(
+                [envelope.data for envelope in batch], timeout=self._patience(), evicted_data=True
+            )
+        except sqlite3.Error as error:
+            self._met(error, "storing a batch, which is sent directly")
+            return False
+        awaiting = self._awaiting
+        awaiting.remember(appended.stored, batch)
         if appended.evicted:
+            evicted = awaiting.envelopes(
+                [SpooledMessage(*row) for row in zip(appended.evicted, appended.evicted_data)]
+            )
+            awaiting.settled(appended.evicted)
             why = (
                 f"the spool is full (spool_max_bytes={self._settings.spool_max_bytes}): "
                 f"dropped the {len(appended.evicted)} oldest message(s) it kept"
             )
-            awaiting = self._awaiting
-            told = [awaiting.pop(i) for i in appended.evicted if i in awaiting]
+            told = [e for e in evicted if e.callback is not None or e.on_error is not None]
             self._ledger.drop(told, Reason.SPOOL_FULL, why, count=len(appended.evicted))
         return True
-
-    def _remember(self, row_ids: Sequence[int], batch: Sequence[Envelope]) -> None:
-        for row_id, envelope in zip(row_ids, batch):
-            if envelope.callback is not None or envelope.on_error is not None:
-                self._awaiting[row_id] = envelope
 
     def _drain(self, now: bool) -> bool:
         """Send what the spool holds, oldest first, if a drain is due (or ``now``); True when
         nothing is left."""
         clock = self._clock
+        if not self._usable:
+            return True
         if not now and self._retry_at is not None and clock.now() < self._retry_at:
             return False
         self._retry_at = None
         settings = self._settings
-        envelope_bytes = self._sender.envelope_bytes()
         while True:
-            try:
-                rows = self._spool.claim(
-                    settings.max_events_in_batch, MAX_BATCH_BYTES, envelope_bytes=envelope_bytes
-                )
-                if not rows and self._spool.count():  # held by another process
-                    self._retry_at = clock.now() + settings.flush_interval
-                    return False
-            except sqlite3.Error as spool_error:
-                _spool_failed(spool_error)
+            rows, leased = self._next_rows()
+            if rows is None or (not rows and self._still_kept()):
                 self._retry_at = clock.now() + settings.flush_interval
                 return False
             if not rows:
-                # Empty: what is still awaited was sent by another process sharing the file,
-                # which had no callbacks to call; forget it rather than hold it forever.
-                self._awaiting.clear()
+                self._awaiting.clear()  # sent by another process sharing the file
                 return True
             ids = [row.row_id for row in rows]
-            awaiting = self._awaiting
-            batch = [
-                awaiting.pop(row.row_id) if row.row_id in awaiting else Envelope(row.data)
-                for row in rows
-            ]
+            batch = self._awaiting.envelopes(rows)
             error = self._sender.send(batch)
-            kept = error is not None and error.reason in KEPT_REASONS
-            try:
-                if kept:
-                    self._spool.release(ids)
-                else:
-                    self._spool.delete(ids)
-            except sqlite3.Error as spool_error:
-                _spool_failed(spool_error)
-            if kept:
-                assert error is not None
-                self._remember(ids, batch)
+            if error is not None and error.reason in KEPT_REASONS:
+                if leased:
+                    self._spool_call(self._spool.release, ids, "releasing a batch")
                 self._retry_at = clock.now() + settings.flush_interval
                 self._ledger.kept(error, settings.flush_interval)
                 return False
+            self._awaiting.settled(ids)
+            self._peeked_through = max(self._peeked_through, ids[-1]) if not leased else 0
+            if not self._spool_call(self._spool.delete, ids, "deleting a sent batch"):
+                self._undeleted.extend(ids)
             self._ledger.settle(batch, error)
+
+    def _next_rows(self) -> tuple[Optional[list[SpooledMessage]], bool]:
+        """The next batch and whether it is leased; ``None`` when the spool failed (and the
+        failure was met). A damaged file is replaced at once, and the fresh one read."""
+        if self._undeleted and self._spool_call(self._spool.delete, self._undeleted, ""):
+            self._undeleted.clear()
+        for _ in range(2):
+            if self._peeked_through:
+                trouble = Trouble.FULL
+            else:
+                try:
+                    return self._claim(), True
+                except sqlite3.Error as error:
+                    trouble = self._met(error, "claiming a batch")
+            if trouble is Trouble.FULL:
+                return self._peek(), False
+            if trouble is not Trouble.DAMAGED:
+                return None, False
+        return None, False
+
+    def _claim(self) -> list[SpooledMessage]:
+        return self._spool.claim(
+            self._settings.max_events_in_batch,
+            MAX_BATCH_BYTES,
+            envelope_bytes=self._sender.envelope_bytes(),
+            timeout=self._patience(),
+        )
+
+    def _peek(self) -> Optional[list[SpooledMessage]]:
+        """No room to write a lease: the next rows, read to be sent unleased."""
+        try:
+            peeked = self._spool.peek(
+                self._settings.max_events_in_batch,
+                MAX_BATCH_BYTES,
+                after=self._peeked_through,
+                envelope_bytes=self._sender.envelope_bytes(),
+                timeout=self._patience(),
+            )
+        except sqlite3.Error as error:
+            self._met(error, "reading a batch")
+            return None
+        if not peeked and not self._undeleted:
+            self._peeked_through = 0  # all sent and deleted: claim again
+        return peeked
+
+    def _still_kept(self) -> bool:
+        """True when rows are left that this process cannot claim now (another process holds
+        them, or they were sent and wait for room to be deleted)."""
+        try:
+            return self._spool.count(timeout=self._patience()) > 0
+        except sqlite3.Error as error:
+            self._met(error, "counting what it keeps")
+            return True
+
+    def _spool_call(self, call: Callable[..., object], ids: Sequence[int], doing: str) -> bool:
+        """``call(ids)`` with the usual patience; False when the spool failed (and the failure
+        was met, with a warning saying ``doing`` unless it is empty)."""
+        try:
+            call(ids, timeout=self._patience())
+        except sqlite3.Error as error:
+            self._met(error, doing)
+            return False
+        return True
+
+    def _met(self, error: sqlite3.Error, doing: str) -> Trouble:
+        """Meet a spool failure the one way its kind calls for; return the kind."""
+        trouble = trouble_of(error)
+        path = self._spool.path
+        if trouble is Trouble.UNUSABLE:
+            if self._usable:
+                self._usable = False
+                warn_unusable_spool(path, error)
+        elif trouble is Trouble.DAMAGED:
+            self._quarantine(error)
+        elif trouble is Trouble.BUSY:
+            self._busy_until = self._clock.now() + self._settings.flush_interval
+        if doing and trouble in (Trouble.BUSY, Trouble.FULL):
+            warn_limited(
+                f"spool-{trouble.value}",
+                "htevents-logging: the spool at %r failed %s (%s: %s)",
+                path,
+                doing,
+                type(error).__name__,
+                error,
+            )
+        return trouble
+
+    def _quarantine(self, error: sqlite3.Error) -> None:
+        """The file is damaged: move it aside, start a fresh one, and fail what this process
+        kept in it (``spool_damaged``)."""
+        path = self._spool.path
+        try:
+            moved = self._spool.quarantine(timeout=self._patience())
+        except sqlite3.Error as failure:
+            moved = None
+            self._met(failure, "moving the damaged file aside")
+        log(
+            logging.WARNING,
+            "htevents-logging: the spool file at spool_path=%r is damaged (%s); moved it to %r "
+            "and started a fresh one",
+            path,
+            error,
+            moved,
+        )
+        told, lost = self._awaiting.unsettled()
+        self._awaiting.clear()
+        self._peeked_through = 0
+        self._undeleted.clear()
+        if lost:
+            self._ledger.settle_untold(
+                told,
+                lost - len(told),
+                DeliveryError(
+                    f"{lost} message(s) lost: the spool file at {path!r} was damaged, and was "
+                    f"moved to {moved!r}",
+                    reason=Reason.SPOOL_DAMAGED,
+                ),
+            )
 
 
 class CapturingExporter:

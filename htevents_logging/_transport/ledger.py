@@ -79,6 +79,11 @@ class Ledger:
                 self.discarded()  # invalid: counted as rejected when it was built
             else:
                 told.append(envelope)
+        self.settle_untold(told, untold, error)
+
+    def settle_untold(self, told: Sequence[Envelope], untold: int, error: DeliveryError) -> None:
+        """Fail ``told`` (reported to their callbacks and ``on_error``) and ``untold`` more that
+        no one is to be told about, or that can no longer be read: those are only counted."""
         if untold:
             self._add("failed", untold, error.reason)
         self.settle(told, error)

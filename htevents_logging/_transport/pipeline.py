@@ -9,21 +9,20 @@ client). While an exporter is installed process-wide (:func:`install`, which
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 import threading
 from typing import Any, Optional
 
 from typing_extensions import Protocol
 
-from .._diagnostics import holds_logging_lock, log
+from .._diagnostics import holds_logging_lock
 from .._encoding import MAX_BATCH_BYTES
 from .._settings import Settings
 from ..errors import DeliveryError, Reason
 from .batcher import Batcher
 from .clock import MONOTONIC, Clock, Closing
 from .envelope import Queueable
-from .exporters import Exporter, make_exporter
+from .exporters import SPOOL_PATIENCE, Exporter, make_exporter, warn_unusable_spool
 from .ledger import Ledger
 from .spool import Spool
 from .worker import BatchWorker, is_transport_thread
@@ -110,36 +109,31 @@ def _export_to_installed(item: Queueable) -> None:
             exporter.export([envelope])
 
 
-def _open_spool(settings: Settings) -> tuple[Optional[Spool], int]:
-    """The spool and how many messages it already keeps; ``(None, 0)`` when it cannot be used
-    (a directory, a file that is not a spool, no permission): then batches are sent directly,
-    and one WARNING names ``spool_path`` and why, instead of failing the logging setup."""
+def _open_spool(settings: Settings) -> tuple[Optional[Spool], bool]:
+    """The spool, and whether it may keep messages already (an earlier process's, to be sent
+    now); ``(None, False)`` when it cannot be used (a directory, a file that is not a spool, no
+    permission): then batches are sent directly, and one WARNING names ``spool_path`` and why,
+    instead of failing the logging setup. Never waits long on another process (see
+    :class:`~.spool.Spool`)."""
     if settings.spool_path is None:
-        return None, 0
+        return None, False
     # A lease must outlast the longest send of a batch (every attempt and every wait).
     longest = (settings.max_retries + 1) * settings.http_request_timeout + (
         settings.max_retries * max(settings.retry_backoff_max, settings.retry_after_max)
     )
-    spool: Optional[Spool] = None
     try:
         spool = Spool(
             settings.spool_path,
             max_bytes=settings.spool_max_bytes,
             lease_seconds=max(60.0, longest + 10.0),
         )
-        return spool, spool.count()
     except (sqlite3.Error, OSError) as error:
-        if spool is not None:
-            spool.close()
-        log(
-            logging.WARNING,
-            "htevents-logging: cannot use spool_path=%r (%s: %s); sending directly, without "
-            "a spool, so events are not kept through an outage or a crash",
-            settings.spool_path,
-            type(error).__name__,
-            error,
-        )
-        return None, 0
+        warn_unusable_spool(settings.spool_path, error)
+        return None, False
+    try:
+        return spool, spool.count(timeout=SPOOL_PATIENCE) > 0
+    except sqlite3.Error:
+        return spool, True  # busy: the thread finds out
 
 
 class _Outlet:
@@ -175,9 +169,9 @@ class Transport(_Outlet):
     def __init__(self, settings: Settings, clock: Clock = MONOTONIC) -> None:
         self.settings = settings
         self._clock = clock
-        self._spool, kept = _open_spool(settings)
+        self._spool, keeps = _open_spool(settings)
         self._setup()
-        if kept:
+        if keeps:
             self._start()  # what an earlier process kept goes now, not with the first event
 
     def _setup(self) -> None:
