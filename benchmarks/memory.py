@@ -6,6 +6,7 @@ has filled and again at the end.
 
     python benchmarks/memory.py                  # 1,000,000 events
     python benchmarks/memory.py --events 300000
+    python benchmarks/memory.py --spool          # 150,000 events kept in a spool, on_error or not
 """
 
 from __future__ import annotations
@@ -13,10 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import socket
+import subprocess
+import sys
+import tempfile
 from dataclasses import asdict, dataclass
 
-from htevents_logging import HtEventsHandler
+from htevents_logging import HtEvents, HtEventsHandler
 
 
 def rss_mb() -> float:
@@ -81,12 +86,80 @@ def run_memory(events: int) -> MemoryFigures:
     return figures
 
 
+@dataclass(frozen=True)
+class SpoolFigures:
+    events: int
+    on_error: bool
+    kept: int
+    rss_before_mb: float
+    rss_end_mb: float
+    spool_file_mb: float
+
+    def line(self) -> str:
+        return (
+            f"spool: events={self.events} on_error={self.on_error} kept={self.kept} "
+            f"rss_before={self.rss_before_mb:.1f}MB rss_end={self.rss_end_mb:.1f}MB "
+            f"(+{self.rss_end_mb - self.rss_before_mb:.1f}MB) "
+            f"spool_file={self.spool_file_mb:.1f}MB"
+        )
+
+
+def run_spooled(events: int, on_error: bool) -> SpoolFigures:
+    """``events`` tracked during an outage with a spool: every one is kept in the file, and
+    the memory that costs is read before and after (with or without an ``on_error``)."""
+    with socket.socket() as sock, tempfile.TemporaryDirectory() as directory:
+        sock.bind(("127.0.0.1", 0))  # bound, not listening: the server is down
+        path = os.path.join(directory, "spool.db")
+        client = HtEvents(
+            "memory-write-key",
+            host=f"http://127.0.0.1:{sock.getsockname()[1]}",
+            spool_path=path,
+            max_retries=0,
+            flush_interval=600,
+            on_error=(lambda error, messages: None) if on_error else None,
+        )
+        logging.getLogger("htevents_logging").setLevel(logging.CRITICAL)
+        client.track(user_id="u", event="warm-up")
+        client.flush(10)
+        before = rss_mb()
+        for start in range(0, events, 10_000):
+            for i in range(start, min(events, start + 10_000)):
+                client.track(user_id=f"user-{i}", event="Order completed", properties={"n": i})
+            client.flush(60)  # into the spool: the queue never fills
+        end = rss_mb()
+        kept = client.stats()["enqueued"] - client.stats()["sent"] - client.stats()["failed"]
+        size = sum(
+            os.path.getsize(path + suffix)
+            for suffix in ("", "-wal")
+            if os.path.exists(path + suffix)
+        )
+        client.close(0)
+    return SpoolFigures(events, on_error, kept, before, end, size / 1e6)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--events", type=int, default=None)
+    parser.add_argument("--spool", action="store_true", help="events kept in a spool")
+    parser.add_argument("--on-error", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
-    figures = run_memory(args.events)
+    if args.spool and not args.child:
+        # One fresh process per case, so one's memory does not hide in the other's.
+        for flag in ([], ["--on-error"]):
+            command = [sys.executable, __file__, "--spool", "--child", *flag]
+            if args.events:
+                command += ["--events", str(args.events)]
+            if args.json:
+                command.append("--json")
+            subprocess.run(command, check=True)
+        return 0
+    if args.spool:
+        spooled = run_spooled(args.events or 150_000, args.on_error)
+        print(json.dumps(asdict(spooled)) if args.json else spooled.line())
+        return 0
+    figures = run_memory(args.events or 1_000_000)
     print(json.dumps(asdict(figures)) if args.json else figures.line())
     return 0
 
