@@ -94,7 +94,7 @@ def test_fork_does_not_wait_for_a_transport_thread_stuck_on_the_spool(collector,
 
     assert took < 1.0
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-    assert collector.wait_for_events(2, 10)
+    assert collector.wait_for_events(2, 10), (names(collector), client.stats())
     assert sorted(names(collector)) == ["child", "parent"]
     client.close(5)
 

@@ -242,3 +242,26 @@ def test_closing_wakes_a_backoff_wait_so_it_can_look_at_the_deadline(collector):
     worker.join(5)
     assert not worker.is_alive() and result == [None]  # one more attempt, at once
     sender.close()
+
+
+def test_a_timed_wait_on_an_empty_queue_ends_even_when_it_is_already_due():
+    # Regression: with a batch already due (a wait of 0 s) right after a get() had emptied the
+    # queue, SimpleQueue.get(True, 0.0) blocked forever on 3.9, 3.10 and 3.12 (a CPython bug),
+    # so the transport thread slept on a due batch until the next message came.
+    import queue
+
+    from htevents_logging._transport.worker import timed_get
+
+    q: queue.SimpleQueue[int] = queue.SimpleQueue()
+    finished = threading.Event()
+
+    def waits() -> None:
+        for timeout in (0.0, 1e-9, 1e-6) * 1000:
+            q.put(1)
+            assert timed_get(q, timeout) == 1  # leaves the queue's lock free, queue empty
+            with pytest.raises(queue.Empty):
+                timed_get(q, timeout)
+        finished.set()
+
+    threading.Thread(target=waits, daemon=True).start()
+    assert finished.wait(10), "a timed get on an empty queue never returned"

@@ -77,6 +77,25 @@ _STOP = _Stop()
 _Marker = Union[FlushRequest, _Wake]
 
 
+def timed_get(q: queue.SimpleQueue[Any], timeout: Optional[float]) -> Any:
+    """``q.get(True, timeout)``, working around a CPython bug that can block it forever.
+
+    ``SimpleQueue`` keeps an internal lock that is held while the queue is empty. A ``get()``
+    that finds an item leaves that lock free; the next timed ``get()`` on the now empty queue
+    takes it at once, recomputes its timeout, and when that is already past (a timeout of 0,
+    or a few microseconds) passes a negative wait on, which means "wait forever" (seen on
+    3.9, 3.10 and 3.12: the transport thread then slept with a batch due, until the next
+    message). A ``get_nowait()`` first leaves the lock held, and the timed wait on it is then
+    correct.
+    """
+    try:
+        return q.get_nowait()
+    except queue.Empty:
+        if timeout is not None and timeout <= 0:
+            raise
+    return q.get(True, timeout)
+
+
 class BatchWorker(logging.handlers.QueueListener):
     """Drains the queue: messages into the batcher, due batches out to the exporter.
 
@@ -245,7 +264,7 @@ class BatchWorker(logging.handlers.QueueListener):
                     self._finished = True
                     item = q.get_nowait()  # one put may have raced the flag
             else:
-                item = q.get(block, self._time_left())
+                item = timed_get(q, self._time_left()) if block else q.get_nowait()
         except queue.Empty:
             return _WAKE if not self._finished else _STOP
         if isinstance(item, (_Wake, FlushRequest)):
