@@ -66,6 +66,9 @@ def holds_logging_lock() -> bool:
 
 
 WARNING_INTERVAL = 10.0
+#: Keys remembered at most; past it, keys whose interval is over are forgotten, and while all
+#: are recent, new ones share one key (a flood of distinct mistakes still gets one line).
+MAX_WARNING_KEYS = 1024
 _lock = threading.RLock()  # re-entrant: a signal handler may warn mid-update
 _last: dict[str, tuple[float, int]] = {}  # key -> (time of the last warning, suppressed since)
 
@@ -81,6 +84,11 @@ def warn_limited(key: str, msg: str, *args: Any, exc_info: bool = False) -> None
     exc = sys.exc_info() if exc_info else None
     now = time.monotonic()
     with _lock:
+        if key not in _last and len(_last) >= MAX_WARNING_KEYS:
+            for old in [k for k, (at, _) in _last.items() if now - at >= WARNING_INTERVAL]:
+                del _last[old]
+            if len(_last) >= MAX_WARNING_KEYS:
+                key = "too-many-kinds"
         last, suppressed = _last.get(key, (-WARNING_INTERVAL, 0))
         if now - last < WARNING_INTERVAL:
             _last[key] = (last, suppressed + 1)

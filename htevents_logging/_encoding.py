@@ -7,7 +7,8 @@ faithful JSON form there is, and only as a last resort by its ``repr``:
 ===================  ===============================================
 value                JSON
 ===================  ===============================================
-datetime, date, time ISO-8601 string (``isoformat()``)
+datetime             UTC, milliseconds, ``Z``, as ``timestamp`` (naive: local time)
+date, time           ISO-8601 string (``isoformat()``)
 Decimal              number when finite, else its string (``"NaN"``)
 float NaN/Infinity   string (``"NaN"``, ``"Infinity"``): JSON has no such numbers
 UUID                 string
@@ -37,6 +38,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from ._time import format_timestamp
 from .errors import MessageTooLargeError
 
 __all__ = ["MAX_BATCH_BYTES", "MAX_MESSAGE_BYTES", "bounded_dict", "dumps", "to_jsonable"]
@@ -69,7 +71,12 @@ def _bytes_to_str(value: bytes | bytearray) -> str:
 
 def _default(value: Any) -> Any:
     """Map a value ``json`` does not know to one it does (the fast path's fallback)."""
-    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+    if isinstance(value, _dt.datetime):
+        try:
+            return format_timestamp(value)  # UTC, milliseconds, "Z": as the timestamp is
+        except ValueError:
+            return value.isoformat()  # out of range in UTC (year 1 or 9999): as it is
+    if isinstance(value, (_dt.date, _dt.time)):
         return value.isoformat()
     if isinstance(value, decimal.Decimal):
         return float(value) if value.is_finite() else str(value)

@@ -10,6 +10,7 @@ across ``await`` and stays out of other threads and asyncio tasks.
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -35,19 +36,29 @@ def current_identity() -> Optional[Identity]:
     return _current.get()
 
 
-def _id(value: Union[str, int, None], name: str) -> Optional[str]:
+#: What an id may be given as; each is sent as its ``str()`` (a UUID as its canonical form).
+Id = Union[str, int, float, uuid.UUID]
+
+
+def id_text(value: Any, what: str) -> Optional[str]:
+    """An id (``userId``, ``anonymousId``, ``groupId``, ``previousId``) as the wire carries it:
+    a non-empty string, or ``None``. Accepts a str, a number or a ``uuid.UUID`` (ids are often
+    UUIDs: a middleware binding ``request.user.pk`` must not fail the request); ``what`` names
+    the field in the ``TypeError`` for anything else."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise TypeError(f"bind({name}=...) must be a str or int, not {type(value).__name__}")
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, bool) or not isinstance(value, (int, float, uuid.UUID)):
+        raise TypeError(f"{what} must be a str, a number or a UUID, not {type(value).__name__}")
     return str(value)
 
 
 @contextlib.contextmanager
 def bind(
     *,
-    user_id: Union[str, int, None] = None,
-    anonymous_id: Union[str, int, None] = None,
+    user_id: Optional[Id] = None,
+    anonymous_id: Optional[Id] = None,
     context: Optional[Mapping[str, Any]] = None,
 ) -> Iterator[Identity]:
     """Bind an identity for the messages built inside the ``with`` block.
@@ -62,8 +73,8 @@ def bind(
         raise TypeError(f"bind(context=...) must be a mapping, not {type(context).__name__}")
     outer = _current.get() or Identity()
     merged = Identity(
-        user_id=_id(user_id, "user_id") or outer.user_id,
-        anonymous_id=_id(anonymous_id, "anonymous_id") or outer.anonymous_id,
+        user_id=id_text(user_id, "bind(user_id=...)") or outer.user_id,
+        anonymous_id=id_text(anonymous_id, "bind(anonymous_id=...)") or outer.anonymous_id,
         context={**outer.context, **(context or {})},
     )
     token = _current.set(merged)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from typing import Any, Literal, Optional, Union, get_args
+from typing import Any, Literal, Optional, get_args
 
 from typing_extensions import TypedDict
 
 from ._encoding import bounded_dict
-from ._identity import Identity, current_identity
+from ._identity import Id, Identity, current_identity, id_text
 from ._time import Timestamp, format_timestamp
 from ._version import __version__
 
@@ -41,15 +41,15 @@ Message = dict[str, Any]
 class MessageFields(TypedDict, total=False):
     """The keyword form of a message (snake_case); each key has a camelCase twin in mappings."""
 
-    user_id: Union[str, int]
-    anonymous_id: Union[str, int]
+    user_id: Id
+    anonymous_id: Id
     traits: Mapping[str, Any]
     event: str
     properties: Mapping[str, Any]
     category: str
     name: str
-    group_id: Union[str, int]
-    previous_id: Union[str, int]
+    group_id: Id
+    previous_id: Id
     context: Mapping[str, Any]
     timestamp: Timestamp
     integrations: Mapping[str, Any]
@@ -120,15 +120,6 @@ CURRENT_IDENTITY: Any = object()
 
 # The fields each type takes, the common ones included.
 _ALLOWED: dict[str, frozenset[str]] = {t: _COMMON | f for t, f in _TYPE_FIELDS.items()}
-
-
-def _identifier(type_: str, field: str, value: Any) -> Optional[str]:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise TypeError(f"{type_}: {field} must be a str or a number, not {type(value).__name__}")
-    text = value if isinstance(value, str) else str(value)
-    return text or None
 
 
 def _mapping(type_: str, field: str, value: Any) -> dict[str, Any]:
@@ -227,8 +218,8 @@ def build_message(
         stamp = timestamp_default if timestamp_default is not None else time.time()
     out["timestamp"] = format_timestamp(stamp)
 
-    user_id = _identifier(type_, "userId", given.get("userId"))
-    anonymous_id = _identifier(type_, "anonymousId", given.get("anonymousId"))
+    user_id = id_text(given.get("userId"), f"{type_}: userId")
+    anonymous_id = id_text(given.get("anonymousId"), f"{type_}: anonymousId")
     bound = current_identity() if identity is CURRENT_IDENTITY else identity
     if bound is not None and user_id is None and anonymous_id is None:
         user_id, anonymous_id = bound.user_id, bound.anonymous_id
@@ -251,7 +242,7 @@ def build_message(
             out["properties"] = {**properties_defaults, **out["properties"]}
     elif type_ in ("identify", "group"):
         if type_ == "group":
-            group_id = _identifier(type_, "groupId", given.get("groupId"))
+            group_id = id_text(given.get("groupId"), f"{type_}: groupId")
             if group_id is None:
                 raise ValueError("group: groupId is required")
             out["groupId"] = group_id
@@ -270,7 +261,7 @@ def build_message(
                 properties["category"] = category
         out["properties"] = properties
     else:  # alias
-        previous_id = _identifier(type_, "previousId", given.get("previousId"))
+        previous_id = id_text(given.get("previousId"), f"{type_}: previousId")
         if previous_id is None:
             raise ValueError("alias: previousId is required (the id the user had before)")
         if user_id is None:

@@ -8,7 +8,6 @@ drift apart.
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import re
 import time
 from typing import Optional, Union
@@ -77,9 +76,11 @@ def _parse_iso_8601(text: str) -> _dt.datetime:
 def format_timestamp(value: Timestamp) -> str:
     """Format a time as the wire wants it: UTC, milliseconds, ``Z``.
 
-    Accepts an aware ``datetime`` (its instant is kept), a naive one (taken as UTC), an
-    ISO-8601 string, or seconds since the epoch (as in ``LogRecord.created``). Raises
-    ``ValueError`` for a time out of range and ``TypeError`` for anything else.
+    Accepts an aware ``datetime`` (its instant is kept), a naive one (local time, as everywhere
+    in Python: ``datetime.now()`` is the current instant), an ISO-8601 string (without an
+    offset it is UTC, as the API reads it), a ``date`` (midnight UTC), or seconds since the
+    epoch (as in ``LogRecord.created``). Raises ``ValueError`` for a time out of range and
+    ``TypeError`` for anything else.
     """
     global _last_second
     if isinstance(value, bool):
@@ -87,8 +88,10 @@ def format_timestamp(value: Timestamp) -> str:
     if isinstance(value, (int, float)):
         if not _EPOCH_RANGE[0] <= value < _EPOCH_RANGE[1]:  # also False for NaN
             raise _out_of_range(value)
-        seconds = math.floor(value)
-        millis = int((value - seconds) * 1000)
+        # Whole microseconds first: 1704164645.678 is 1704164645.67799997... as a float, and
+        # its millisecond is 678, as the Node SDK (which takes milliseconds) would send.
+        seconds, micros = divmod(round(value * 1_000_000), 1_000_000)
+        millis = micros // 1000
         cached_second, text = _last_second
         if cached_second != seconds:
             t = time.gmtime(seconds)
@@ -105,12 +108,13 @@ def format_timestamp(value: Timestamp) -> str:
             raise ValueError(
                 f"timestamp {value!r} is not an ISO-8601 time such as '2026-11-29T15:00:06.100Z'"
             ) from None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=_dt.timezone.utc)  # text without an offset is UTC
     if isinstance(value, _dt.datetime):
-        if value.tzinfo is not None:
-            try:
-                value = value.astimezone(_dt.timezone.utc)
-            except (OverflowError, ValueError):
-                raise _out_of_range(value) from None
+        try:
+            value = value.astimezone(_dt.timezone.utc)  # a naive one is local time
+        except (OverflowError, ValueError, OSError):
+            raise _out_of_range(value) from None
         return (
             f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:"
             f"{value.minute:02d}:{value.second:02d}.{value.microsecond // 1000:03d}Z"

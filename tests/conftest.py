@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any, Callable, TypeVar
 
@@ -20,6 +21,16 @@ TEST_WRITE_KEY = "test-write-key"
 def write_key() -> str:
     """The write key the test collector requires; never to be printed in full (checked)."""
     return TEST_WRITE_KEY
+
+
+@pytest.fixture
+def new_york(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time zone is America/New_York (UTC-5 in January) for the test."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
 
 
 @pytest.fixture

@@ -26,9 +26,18 @@ def roundtrip(value):
     return json.loads(dumps({"v": value}))["v"]
 
 
-def test_datetimes_are_iso():
-    assert roundtrip(dt.datetime(2026, 1, 2, 3, 4, 5)) == "2026-01-02T03:04:05"
+def test_datetimes_are_sent_as_the_timestamp_is_utc_with_milliseconds_and_z(new_york):
+    # Regression: a nested datetime was sent as "...05.678000+00:00", or with no zone when
+    # naive; the Node SDK sends "...05.678Z". A naive one is local time, as in Python.
+    aware = dt.datetime(2026, 1, 2, 3, 4, 5, 678_901, tzinfo=dt.timezone.utc)
+    assert roundtrip(aware) == "2026-01-02T03:04:05.678Z"
+    assert roundtrip(dt.datetime(2026, 1, 2, 3, 4, 5, 678_901)) == "2026-01-02T08:04:05.678Z"
+    assert roundtrip({"nested": [aware]}) == {"nested": ["2026-01-02T03:04:05.678Z"]}
+
+
+def test_dates_and_times_of_day_stay_as_they_are():
     assert roundtrip(dt.date(2026, 1, 2)) == "2026-01-02"
+    assert roundtrip(dt.time(3, 4, 5)) == "03:04:05"
 
 
 def test_decimal_uuid_enum_set_tuple_bytes_dataclass():

@@ -284,6 +284,22 @@ def test_a_flood_of_bad_records_gives_one_warning_and_counts_each(make_handler, 
     assert handler.client.stats()["rejected"] == 1000
 
 
+def test_two_different_typos_each_get_their_warning(make_handler, app_logger, caplog):
+    # Regression: the rate limit was keyed by the kind of mistake only, so a userID typo went
+    # unreported 10 s after a propertys typo on the same logger.
+    handler = make_handler(disable=True)
+    app_logger.addHandler(handler)
+
+    with caplog.at_level(logging.WARNING, "htevents_logging"):
+        for _ in range(3):
+            app_logger.info("Bad", extra={"htevent": {"propertys": {}}})
+            app_logger.info("Bad", extra={"htevent": {"userID": "1"}})
+
+    warnings = package_warnings(caplog)
+    assert len(warnings) == 2
+    assert "propertys" in warnings[0] and "userID" in warnings[1]
+
+
 def test_an_unexpected_error_is_reported_not_raised(make_handler, caplog):
     class Exploding(Mapping[str, Any]):
         def __getitem__(self, key: str) -> Any:

@@ -167,7 +167,7 @@ def test_a_hot_loop_of_bad_input_gives_one_warning_and_counts_every_call(front_e
 def test_odd_values_are_sent_in_their_json_form_not_dropped(front_ends, collector):
     logger, _, client = front_ends
     properties = {
-        "when": dt.datetime(2026, 1, 2, 3, 4, 5),
+        "when": dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc),
         "price": decimal.Decimal("9.99"),
         "id": uuid.UUID(int=7),
         "colour": Colour.RED,
@@ -181,7 +181,7 @@ def test_odd_values_are_sent_in_their_json_form_not_dropped(front_ends, collecto
     assert_flushed(client, 5)
     [event] = collector.events
     sent = event["properties"]
-    assert sent["when"] == "2026-01-02T03:04:05" and sent["price"] == 9.99
+    assert sent["when"] == "2026-01-02T03:04:05.000Z" and sent["price"] == 9.99
     assert sent["id"] == str(uuid.UUID(int=7)) and sent["colour"] == "red"
     assert sent["tags"] == ["a", "b"] and sent["raw"] == "/w=="
     assert sent["point"] == {"x": 1, "y": "y"} and sent["opaque"].startswith("<")

@@ -107,11 +107,36 @@ def test_the_library_is_merged_into_the_callers_context_which_is_never_mutated(h
 
 def test_timestamps_are_utc_milliseconds_z():
     assert format_timestamp(0.1234) == "1970-01-01T00:00:00.123Z"
-    assert format_timestamp(dt.datetime(2024, 1, 2, 3, 4, 5, 678901)) == "2024-01-02T03:04:05.678Z"
+    utc = dt.timezone.utc
+    assert (
+        format_timestamp(dt.datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=utc))
+        == "2024-01-02T03:04:05.678Z"
+    )
     aware = dt.datetime(2024, 1, 2, 5, 4, 5, 678000, tzinfo=dt.timezone(dt.timedelta(hours=2)))
     assert format_timestamp(aware) == "2024-01-02T03:04:05.678Z"
     assert format_timestamp("2024-01-02T03:04:05.678Z") == "2024-01-02T03:04:05.678Z"
     assert format_timestamp("2024-01-02T05:04:05.678+02:00") == "2024-01-02T03:04:05.678Z"
+
+
+def test_epoch_seconds_keep_their_millisecond_exactly():
+    # Regression: 1704164645.678 is 1704164645.6779999... as a float and was sent as .677Z,
+    # in about half of all cases.
+    wrong = [
+        ms
+        for ms in range(1000)
+        if format_timestamp(1704164645 + ms / 1000) != f"2024-01-02T03:04:05.{ms:03d}Z"
+    ]
+    assert wrong == []
+    assert format_timestamp(1704164645) == "2024-01-02T03:04:05.000Z"
+
+
+def test_a_naive_datetime_is_local_time_as_everywhere_in_python(new_york):
+    # Regression: datetime.now() under TZ=America/New_York was sent 5 hours off (read as UTC).
+    naive = dt.datetime(2024, 1, 2, 3, 4, 5, 678000)
+    assert format_timestamp(naive) == "2024-01-02T08:04:05.678Z"
+    assert format_timestamp(naive) == format_timestamp(naive.timestamp())
+    # An ISO-8601 string without an offset is UTC, as the API reads it.
+    assert format_timestamp("2024-01-02T03:04:05") == "2024-01-02T03:04:05.000Z"
 
 
 @pytest.mark.parametrize(
@@ -174,3 +199,16 @@ def test_early_years_are_zero_padded():
     assert format_timestamp(dt.datetime(5, 1, 2)) == "0005-01-02T00:00:00.000Z"
     assert format_timestamp(-61_000_000_000) == "0036-12-26T11:33:20.000Z"
     assert format_timestamp(dt.date(33, 3, 3)) == "0033-03-03T00:00:00.000Z"
+
+
+def test_ids_may_be_uuids_and_are_sent_as_strings():
+    # Regression: track(user_id=UUID) raised TypeError, and bind(user_id=UUID) in a
+    # middleware failed the request.
+    user, group = uuid.UUID(int=1), uuid.UUID(int=2)
+    message = build_message("group", {"userId": user, "groupId": group})
+    assert message["userId"] == "00000000-0000-0000-0000-000000000001"
+    assert message["groupId"] == "00000000-0000-0000-0000-000000000002"
+    with bind(user_id=user):
+        assert build_message("track", {"event": "e"})["userId"] == str(user)
+    with pytest.raises(TypeError, match="userId must be a str, a number or a UUID"):
+        build_message("track", {"event": "e", "userId": ["x"]})

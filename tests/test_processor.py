@@ -356,3 +356,23 @@ def test_an_event_logged_on_the_transport_thread_is_counted_not_sent(collector, 
         assert [event["event"] for event in collector.events] == ["Direct"]
     finally:
         client.close()
+
+
+def test_after_a_renderer_it_never_raises_and_says_once_where_it_belongs(
+    make_processor, output, caplog
+):
+    # Regression: placed after JSONRenderer it raised AttributeError ('str' object has no
+    # attribute 'pop') from the log call.
+    processor = make_processor(disable=True)
+    structlog.configure(
+        processors=[structlog.processors.JSONRenderer(), processor],
+        logger_factory=structlog.PrintLoggerFactory(file=output),
+        cache_logger_on_first_use=False,
+    )
+    log = structlog.get_logger()
+    log.info("Order completed", htevent={"user_id": "u", "event": "Order completed"})
+    log.info("Order completed", htevent={"user_id": "u", "event": "Order completed"})
+
+    assert len(rendered(output)) == 2  # the log lines still go out
+    warnings = [w for w in package_warnings(caplog) if "after a renderer" in w]
+    assert len(warnings) == 1 and "before the renderer" in warnings[0]

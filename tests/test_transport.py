@@ -680,3 +680,13 @@ def test_assert_flushed_shows_the_stats_when_delivery_is_not_done(collector, mak
     assert collector.wait_for_requests(1, 5)
     with pytest.raises(AssertionError, match=r"returned False; stats: \{'enqueued': 1"):
         assert_flushed(client, 0.1)
+
+
+def test_a_disabled_client_tells_each_callback_there_was_no_error():
+    # Regression: with disable=True a callback was never called, so code waiting on it hung.
+    # The Node SDK calls it; so does this port, with the message as it would have been sent.
+    outcomes = Outcomes()
+    client = HtEvents(disable=True)
+    message = client.track(user_id="u", event="Order completed", callback=outcomes)
+    assert outcomes.results == [(None, message)]
+    assert client.stats()["sent"] == 0  # nothing was sent, nor counted as sent

@@ -17,12 +17,14 @@ can import the package whole.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, MutableMapping
 from typing import Any, Optional
 
 from typing_extensions import Unpack
 
 from .._client import ClientSettings, HtEvents
+from .._diagnostics import log
 from .._transport import is_transport_thread
 from ..errors import Reason
 from .shared import (
@@ -83,6 +85,7 @@ class HtEventsProcessor:
         )
         #: The event-dict key that carries an event.
         self.payload_key = payload_key
+        self._warned_misplaced = False
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} payload_key={self.payload_key!r} {self.client!r}>"
@@ -91,6 +94,9 @@ class HtEventsProcessor:
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         """Pop the payload and send it (see the class docstring); return ``event_dict``."""
+        if not isinstance(event_dict, MutableMapping):
+            self._warn_misplaced(event_dict)
+            return event_dict
         payload = event_dict.pop(self.payload_key, None)
         if payload is None:
             return event_dict
@@ -121,6 +127,19 @@ class HtEventsProcessor:
             fields=fields,
         )
         return event_dict
+
+    def _warn_misplaced(self, rendered: object) -> None:
+        """Placed after a renderer, the processor gets a string: say so once, and let the log
+        line through untouched rather than fail the logging call."""
+        if not self._warned_misplaced:
+            self._warned_misplaced = True
+            log(
+                logging.WARNING,
+                "htevents-logging: HtEventsProcessor received a %s instead of an event dict: it "
+                "sits after a renderer (such as JSONRenderer) in the processor chain; put it "
+                "before the renderer, or no event is sent",
+                type(rendered).__name__,
+            )
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until what is queued is delivered or failed for good, at most ``timeout``

@@ -87,9 +87,13 @@ def make_client(
 
 
 def _error_kind(error: BaseException) -> str:
-    """The part of an error message before any value it quotes: warnings are rate-limited per
-    kind of mistake, so two different mistakes each get their warning."""
-    return re.split(r"['\"(\d]", str(error), maxsplit=1)[0][:80]
+    """The kind of mistake and what it names: the error message up to its first quoted word
+    (a field's name, say), with that word. Warnings are rate-limited per kind, so a ``userID``
+    typo is reported even just after a ``propertys`` typo on the same logger."""
+    text = str(error)
+    match = re.search(r"'([^']{0,40})'", text)
+    kind = re.split(r"['\"(\d]", text, maxsplit=1)[0][:80]
+    return kind if match is None else f"{kind}{match.group(1)}"
 
 
 def _payload_type(payload: Mapping[Any, Any]) -> Any:

@@ -62,7 +62,7 @@ class Ledger:
             self._add("failed", len(batch), error.reason)
             self._failed_once()
             log(logging.WARNING, "htevents-logging: %s", error)
-        self._report(batch, error)
+        self.report(batch, error)
 
     def settle_unbuilt(self, items: Sequence[Queueable], error: DeliveryError) -> None:
         """Fail messages taken over at a deadline (or after a crash) as they are: only those
@@ -104,7 +104,7 @@ class Ledger:
         if warn:
             warn_limited(f"dropped:{reason.value}", "htevents-logging dropped a message: %s", why)
         if told:
-            self._report(told, DeliveryError(f"message dropped: {why}", reason=reason))
+            self.report(told, DeliveryError(f"message dropped: {why}", reason=reason))
 
     def reject(self, reason: Reason) -> None:
         """A message was invalid or too large (the caller was told by an exception or a
@@ -138,8 +138,9 @@ class Ledger:
             retry_every,
         )
 
-    def _report(self, batch: Sequence[Envelope], error: Optional[DeliveryError]) -> None:
-        """Tell each message's callback, and on failure each distinct ``on_error``, once."""
+    def report(self, batch: Sequence[Envelope], error: Optional[DeliveryError]) -> None:
+        """Tell each message's callback, and on failure each distinct ``on_error``, once
+        (nothing is counted: the outcome methods above count, then report)."""
         if error is not None:
             by_handler: dict[int, tuple[Any, list[Envelope]]] = {}
             for envelope in batch:
