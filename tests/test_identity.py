@@ -181,9 +181,7 @@ def test_the_identity_is_taken_when_the_message_is_built_not_when_it_is_sent(
 
 
 def test_bind_refuses_bad_values_naming_them():
-    bad_id = pytest.raises(
-        TypeError, match=r"bind\(user_id=\.\.\.\) must be a str, a number or a UUID"
-    )
+    bad_id = pytest.raises(TypeError, match=r"bind\(user_id=\.\.\.\) must be a str, a number")
     with bad_id, bind(user_id=["x"]):  # type: ignore[arg-type]
         pass
     bad_context = pytest.raises(TypeError, match=r"bind\(context=\.\.\.\) must be a mapping")
