@@ -69,10 +69,20 @@ class Awaiting:
         return [self._callbacks.get(row.row_id) or self._envelope(row) for row in rows]
 
     def _envelope(self, row: SpooledMessage) -> Envelope:
-        index = bisect.bisect_right(self._firsts, row.row_id) - 1
-        if index >= 0 and self._runs[index].last >= row.row_id:
-            return Envelope(row.data, on_error=self._runs[index].on_error)
+        run = self._run_of(row.row_id)
+        if run is not None:
+            return Envelope(row.data, on_error=run.on_error)
         return Envelope(row.data)  # another process's row, or one we forgot
+
+    def ours(self, row_ids: Sequence[int]) -> int:
+        """How many of ``row_ids`` this process stored and has not seen settled."""
+        return sum(1 for row_id in row_ids if self._run_of(row_id) is not None)
+
+    def _run_of(self, row_id: int) -> Optional[_Run]:
+        index = bisect.bisect_right(self._firsts, row_id) - 1
+        if index >= 0 and self._runs[index].last >= row_id > self._settled_through:
+            return self._runs[index]
+        return None
 
     def settled(self, row_ids: Sequence[int]) -> None:
         """The rows were delivered, failed or evicted: forget them, and every older run."""

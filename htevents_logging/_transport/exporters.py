@@ -291,13 +291,15 @@ class SpooledExporter:
             evicted = awaiting.envelopes(
                 [SpooledMessage(*row) for row in zip(appended.evicted, appended.evicted_data)]
             )
+            ours = awaiting.ours(appended.evicted)
             awaiting.settled(appended.evicted)
             why = (
                 f"the spool is full (spool_max_bytes={self._settings.spool_max_bytes}): "
                 f"dropped the {len(appended.evicted)} oldest message(s) it kept"
             )
             told = [e for e in evicted if e.callback is not None or e.on_error is not None]
-            self._ledger.drop(told, Reason.SPOOL_FULL, why, count=len(appended.evicted))
+            # Counted here are this process's messages; an earlier one's are only warned of.
+            self._ledger.drop(told, Reason.SPOOL_FULL, why, count=ours, queued=True)
         return True
 
     def _drain(self, now: bool) -> bool:

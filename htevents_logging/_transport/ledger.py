@@ -33,7 +33,10 @@ class Ledger:
         self._lock = threading.RLock()  # re-entrant: a signal handler may log mid-update
         self._counts = dict.fromkeys(COUNTERS, 0)
         self._reasons: dict[str, dict[str, int]] = {name: {} for name in BY_REASON}
-        self._discarded = 0
+        # Messages counted as enqueued whose outcome turned out to be rejected or dropped
+        # (invalid when built, filtered by before_send, evicted from the spool): they leave the
+        # enqueued count, so that each call is counted exactly once.
+        self._withdrawn = 0
         # Health: wall-clock times of the last delivered and the last failed request, and the
         # failed requests since the last delivery.
         self._last_success_at: Optional[float] = None
@@ -96,11 +99,16 @@ class Ledger:
         count: int = 1,
         *,
         warn: bool = True,
+        queued: bool = False,
     ) -> None:
         """``count`` messages were dropped before they could be sent; ``told`` are those of
         them that someone is to be told about (a callback or an ``on_error``). ``warn=False``
-        when the caller has warned already, or the drop was asked for."""
+        when the caller has warned already, or the drop was asked for; ``queued=True`` when
+        they had been counted as enqueued (evicted from the spool)."""
         self._add("dropped", count, reason)
+        if queued:
+            with self._lock:
+                self._withdrawn += count
         if warn:
             warn_limited(f"dropped:{reason.value}", "htevents-logging dropped a message: %s", why)
         if told:
@@ -112,10 +120,11 @@ class Ledger:
         self._add("rejected", 1, reason)
 
     def discarded(self) -> None:
-        """A queued message turned out invalid when it was built (already counted as
-        rejected): it is settled, for :meth:`settled`."""
+        """A queued message built to nothing: it was invalid (counted as rejected) or
+        filtered by ``before_send`` (counted as dropped) on the transport thread. It leaves
+        the enqueued count (see :meth:`withdrawn`)."""
         with self._lock:
-            self._discarded += 1
+            self._withdrawn += 1
 
     def retried(self) -> None:
         """An attempt at a batch failed, and another follows."""
@@ -166,9 +175,15 @@ class Ledger:
     # -- reading ----------------------------------------------------------------------------
 
     def settled(self) -> int:
-        """Messages taken off the queue that have their outcome: sent, failed or discarded."""
+        """Enqueued messages that have their outcome: sent or failed."""
         with self._lock:
-            return self._counts["sent"] + self._counts["failed"] + self._discarded
+            return self._counts["sent"] + self._counts["failed"]
+
+    def withdrawn(self) -> int:
+        """Messages taken into the queue that were then rejected or dropped instead: not
+        enqueued after all, so that ``enqueued + rejected + dropped`` is the number of calls."""
+        with self._lock:
+            return self._withdrawn
 
     def healthy(self, waiting: bool, max_age: Optional[float]) -> bool:
         """True unless the last request failed, or (with ``max_age``) messages are ``waiting``

@@ -278,9 +278,10 @@ class Transport(_Outlet):
         return self._worker.depth()
 
     def enqueued(self) -> int:
-        """Messages accepted into the queue so far (counted without a lock on the calling
-        thread: those taken off it, plus those waiting)."""
-        return self._worker.taken() + self._worker.depth()
+        """Messages accepted into the queue so far, less those that turned out invalid or
+        were dropped on the way (counted without a lock on the calling thread: those taken
+        off it, plus those waiting)."""
+        return self._worker.taken() + self._worker.depth() - self._ledger.withdrawn()
 
     def snapshot(self) -> dict[str, Any]:
         """The counts of :meth:`HtEvents.stats`."""
