@@ -403,6 +403,38 @@ def test_dictconfig_with_client_and_settings_fails_naming_the_conflict(logging_s
     assert "not both" in str(info.value.__cause__)
 
 
+RECONFIGURED = """
+import logging, logging.config, sys
+
+config = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"htevents": {
+        "class": "htevents_logging.HtEventsHandler",
+        "write_key": sys.argv[1], "host": sys.argv[2], "flush_interval": 10,
+    }},
+    "root": {"level": "INFO", "handlers": ["htevents"]},
+}
+for round in range(3):
+    logging.config.dictConfig(config)  # closes the last round's handler, under the lock
+    for i in range(5):
+        logging.info("Order completed", extra={"htevent": {"userId": f"{round}-{i}"}})
+"""
+
+
+def test_running_dictconfig_again_loses_nothing(collector, write_key):
+    # Regression: on 3.9-3.11, logging.shutdown() inside dictConfig calls flush() then close()
+    # under the logging lock; flush() returned at once and close() then used a deadline of 0,
+    # so 5 of 15 events arrived. Each round's events wait in a partial batch (flush_interval
+    # 10 s) when the next round replaces the handler.
+    done = run_python("-c", RECONFIGURED, write_key, collector.url)
+    assert done.returncode == 0, done.stderr
+    assert collector.wait_for_events(15, 10), done.stderr
+    assert sorted(e["userId"] for e in collector.events) == sorted(
+        f"{r}-{i}" for r in range(3) for i in range(5)
+    )
+
+
 def test_closing_a_handler_closes_the_client_it_made(make_handler, caplog):
     handler = make_handler(write_key="k", host="http://127.0.0.1:9")
     handler.close()

@@ -34,6 +34,7 @@ from typing import Optional, Union
 from typing_extensions import Unpack
 
 from .._client import ClientSettings, HtEvents
+from .._diagnostics import holds_logging_lock
 from .._transport import is_transport_thread
 from ..errors import Reason
 from .shared import DEFAULT_PAYLOAD_KEY, ON_TRANSPORT_THREAD, make_client, send_payload
@@ -152,8 +153,15 @@ class HtEventsHandler(logging.Handler):
 
     def flush(self) -> None:
         """Wait until what is queued is delivered or failed for good (at most
-        ``shutdown_timeout``)."""
-        if not self.client.flush():
+        ``shutdown_timeout``).
+
+        Under the logging module's lock (``dictConfig`` replacing this handler) the flush is
+        only asked for, and returns at once: that is not a wait that timed out, so the
+        ``close()`` that follows still gives the thread its full ``shutdown_timeout`` (on 3.9
+        to 3.11 it closed with a deadline of 0, and a second ``dictConfig`` lost the events
+        still queued).
+        """
+        if not self.client.flush() and not holds_logging_lock():
             self._flush_timed_out_at = time.monotonic()
 
     def close(self) -> None:
