@@ -6,6 +6,7 @@ encodes it once, and hands it to the shared transport; it never waits on the net
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 from typing import Any, Optional, Union
@@ -13,12 +14,12 @@ from typing import Any, Optional, Union
 import requests
 from typing_extensions import TypedDict, Unpack
 
-from ._diagnostics import enable_debug_output, warn_limited
+from ._diagnostics import enable_debug_output, log, warn_limited
 from ._encoding import MAX_MESSAGE_BYTES, dumps
 from ._identity import Identity
 from ._message import CURRENT_IDENTITY, MessageFields, build_message
 from ._redact import redact_write_key
-from ._settings import Settings
+from ._settings import WRITE_KEY_ENV, Settings
 from ._time import Timestamp
 from ._transport import Envelope, Outlet, Queueable, acquire, release
 from ._transport.ledger import Ledger
@@ -73,7 +74,10 @@ class HtEvents:
     """
 
     def __init__(self, write_key: Optional[str] = None, **settings: Unpack[ClientSettings]):
-        self.settings = Settings.create(write_key=write_key, **settings)
+        self._start(Settings.create(write_key=write_key, **settings))
+
+    def _start(self, settings: Settings) -> None:
+        self.settings = settings
         if self.settings.debug:
             enable_debug_output()
         self._closed = False
@@ -353,3 +357,32 @@ class HtEvents:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def keyless_client(front_end: str, settings: ClientSettings) -> HtEvents:
+    """A client for a front-end configured without a write key: it sends nothing, counts each
+    event as dropped (``no_write_key``), and the first one made says so in one ERROR.
+
+    ``HtEvents()`` without a key raises, since there the missing key is a programming error;
+    a handler in a ``LOGGING`` dict is configured by every ``manage.py`` command and every
+    test run, where a missing key must not stop the application from starting.
+    """
+    client = HtEvents.__new__(HtEvents)
+    client._start(Settings.create(write_key=None, require_key=False, **settings))
+    global _told_no_key
+    if not _told_no_key:
+        _told_no_key = True
+        log(
+            logging.ERROR,
+            "htevents-logging: %s has no write key (pass write_key=..., or set the %s "
+            "environment variable): it sends nothing, and counts each event as dropped "
+            "(reason no_write_key). Where nothing is to be sent (tests, CI), say so with "
+            'disable=True, e.g. "disable": not os.environ.get("%s")',
+            front_end,
+            WRITE_KEY_ENV,
+            WRITE_KEY_ENV,
+        )
+    return client
+
+
+_told_no_key = False

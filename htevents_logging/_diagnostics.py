@@ -7,7 +7,7 @@ import logging
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Optional
 
 __all__ = [
     "DebugOutput",
@@ -51,8 +51,57 @@ def log(level: int, msg: str, *args: Any, exc_info: bool = False, exc: Any = Non
             old_level, old_msg, old_args, old_exc = _deferred.popleft()
         except IndexError:
             break
-        logger.log(old_level, old_msg, *old_args, exc_info=old_exc)
+        _emit(old_level, old_msg, old_args, old_exc)
+    _emit(level, msg, args, exc)
+
+
+def _emit(level: int, msg: str, args: tuple[Any, ...], exc: Any) -> None:
+    """Log on the package logger, or on stderr when no one would see it there."""
+    if logger.disabled:  # dictConfig's disable_existing_loggers, almost always by accident
+        if level >= logging.WARNING or any(isinstance(h, DebugOutput) for h in logger.handlers):
+            _to_stderr(level, msg, args, exc)
+        return
     logger.log(level, msg, *args, exc_info=exc)
+    if level >= logging.WARNING and logger.isEnabledFor(level) and not _heard():
+        _to_stderr(level, msg, args, exc)
+
+
+def _heard() -> bool:
+    """Whether a record of the package logger reaches a handler that shows it: False when
+    every handler on the way has ``shows_package_warnings = False`` (the root logger's only
+    handler being ``HtEventsHandler``, which ignores its own package). With no handler at all, ``logging.lastResort`` prints
+    it; a ``NullHandler`` or a handler's level is someone's choice, and counts as heard."""
+    current: Optional[logging.Logger] = logger
+    found = False
+    while current is not None:
+        for handler in current.handlers:
+            if getattr(handler, "shows_package_warnings", True):
+                return True
+            found = True
+        current = current.parent if current.propagate else None
+    return not found
+
+
+_FALLBACK_LINES = 10  # per WARNING_INTERVAL
+_fallback_window: list[float] = [0.0, 0.0]  # [window start, lines in it]
+
+
+def _to_stderr(level: int, msg: str, args: tuple[Any, ...], exc: Any) -> None:
+    """Print one record on stderr, as ``logging.lastResort`` would, at most ``_FALLBACK_LINES``
+    per ``WARNING_INTERVAL``: the package's warnings must reach a person whatever the logging
+    configuration, but never flood a terminal."""
+    now = time.monotonic()
+    with _lock:
+        if now - _fallback_window[0] >= WARNING_INTERVAL:
+            _fallback_window[:] = [now, 0.0]
+        _fallback_window[1] += 1
+        if _fallback_window[1] > _FALLBACK_LINES:
+            return
+    record = logger.makeRecord(logger.name, level, "(htevents-logging)", 0, msg, args, exc)
+    try:
+        sys.stderr.write(_FALLBACK_FORMAT.format(record) + "\n")
+    except Exception:  # a closed or broken stderr: there is nowhere left to say it
+        pass
 
 
 def holds_logging_lock() -> bool:
@@ -128,6 +177,9 @@ class DebugOutput(logging.StreamHandler):  # type: ignore[type-arg]
     @stream.setter
     def stream(self, value: Any) -> None:
         pass  # always the current sys.stderr
+
+
+_FALLBACK_FORMAT = logging.Formatter("htevents-logging %(levelname)s %(message)s")
 
 
 def enable_debug_output() -> None:

@@ -49,6 +49,13 @@ def at_exit() -> None:
             "or configure spool_path to keep them",
             file=sys.stderr,
         )
+    dropped = registry.dropped_without_key()
+    if dropped:
+        print(
+            f"htevents-logging: {dropped} event(s) were dropped: no write key was set "
+            "(HT_WRITE_KEY); pass disable=True where nothing is to be sent",
+            file=sys.stderr,
+        )
     for path, count in registry.kept_in_spools().items():
         print(
             f"htevents-logging: {count} message(s) are kept in the spool {path}; the next "

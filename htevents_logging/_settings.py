@@ -95,11 +95,13 @@ class Settings:
     properties: Optional[Mapping[str, Any]] = field(default=None, compare=False)  # per client
 
     @classmethod
-    def create(cls, **kwargs: Any) -> Settings:
+    def create(cls, *, require_key: bool = True, **kwargs: Any) -> Settings:
         """Apply defaults, read ``HT_WRITE_KEY`` when no key is given, and validate.
 
         Raises ``TypeError`` for an unknown setting or a value of the wrong type, and
         ``ValueError`` for a value out of range; the message names the setting.
+        ``require_key=False`` accepts settings without a key (a front-end configured without
+        one, which then sends nothing: see :func:`~.keyless.keyless_client`).
         """
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(kwargs) - known)
@@ -129,14 +131,14 @@ class Settings:
         if isinstance(cert, list):
             kwargs["cert"] = tuple(cert)
         settings = cls(**kwargs)
-        settings._validate()
+        settings._validate(require_key)
         return settings
 
-    def _validate(self) -> None:
+    def _validate(self, require_key: bool) -> None:
         key = self.write_key
         if key is not None and (not isinstance(key, str) or not key.strip()):
             raise ValueError("write_key must be a non-empty string")
-        if key is None and not self.disable:
+        if key is None and not self.disable and require_key:
             raise ValueError(
                 "write_key is required: pass HtEvents(write_key=...) or set the "
                 f"{WRITE_KEY_ENV} environment variable (or pass disable=True to send nothing)"

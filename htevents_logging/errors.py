@@ -59,6 +59,9 @@ class Reason(str, enum.Enum):
     #: An event was logged on the transport thread (in a callback or ``on_error``): it stays a
     #: log line, so a failure can never feed itself with new events.
     TRANSPORT_THREAD = ("transport_thread", "dropped")
+    #: A handler or processor was configured without a write key (``HT_WRITE_KEY`` unset): it
+    #: sends nothing, so the application still starts (one ERROR says so).
+    NO_WRITE_KEY = ("no_write_key", "dropped")
     #: The ``before_send`` hook returned ``None``: the message was filtered out on purpose.
     BEFORE_SEND = ("before_send", "dropped")
     #: The ``before_send`` hook raised (logged with its traceback): the message is not sent,
@@ -85,7 +88,8 @@ class DeliveryError(HtEventsError):
     ``reason`` is a :class:`Reason`, the key :meth:`HtEvents.stats` counts it under:
     ``http_3xx``, ``http_4xx``, ``http_5xx``, ``retries_exhausted``, ``shutdown_timeout``,
     ``internal_error``, ``spool_damaged``, ``queue_full``, ``after_close``, ``spool_full``,
-    ``no_thread``, ``transport_thread``, ``before_send`` or ``before_send_error``.
+    ``no_thread``, ``transport_thread``, ``no_write_key``, ``before_send`` or
+    ``before_send_error``.
     ``status`` is the last HTTP status when there was one, and ``attempts`` how many
     requests were made.
     """

@@ -91,6 +91,10 @@ class HtEventsHandler(logging.Handler):
     itself and only flushes one it was given.
     """
 
+    #: This handler never shows the package's own warnings (it ignores its own package), so
+    #: when it is the only handler they would reach, they go to stderr instead.
+    shows_package_warnings = False
+
     def __init__(
         self,
         level: Union[int, str] = logging.NOTSET,

@@ -11,15 +11,17 @@ built at once, on the calling thread, so tests see messages (and rejections) at 
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Mapping
 from typing import Any, Callable, Optional, Union
 
-from .._client import ClientSettings, HtEvents
+from .._client import ClientSettings, HtEvents, keyless_client
 from .._diagnostics import warn_limited
 from .._encoding import bounded_dict
 from .._identity import Identity, current_identity
+from .._settings import WRITE_KEY_ENV
 from .._time import Timestamp
 from .._transport import Envelope
 from ..errors import MessageTooLargeError, Reason
@@ -70,6 +72,8 @@ def make_client(
     if not isinstance(payload_key, str) or not payload_key:
         raise TypeError(f"{front_end}: payload_key must be a non-empty str, got {payload_key!r}")
     if client is None:
+        if write_key is None and not os.environ.get(WRITE_KEY_ENV) and not settings.get("disable"):
+            return keyless_client(front_end, settings), True
         return HtEvents(write_key, **settings), True
     if write_key is not None or settings:
         given = sorted([*settings, *(["write_key"] if write_key is not None else [])])

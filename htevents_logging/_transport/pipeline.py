@@ -27,7 +27,7 @@ from .ledger import Ledger
 from .spool import Spool
 from .worker import BatchWorker, is_transport_thread
 
-__all__ = ["InlineTransport", "Outlet", "Transport", "install", "uninstall"]
+__all__ = ["InlineTransport", "KeylessTransport", "Outlet", "Transport", "install", "uninstall"]
 
 _AFTER_CLOSE_WHY = "the client was closed; nothing more is sent"
 
@@ -434,3 +434,28 @@ class InlineTransport(_Outlet):
     def close(self, timeout: float) -> bool:
         """Nothing to wait for."""
         return True
+
+
+class KeylessTransport(InlineTransport):
+    """What a front-end configured without a write key sends through: nothing.
+
+    A missing key must not stop an application from starting (a Django ``manage.py migrate``,
+    a test run), so the handler or processor is made, one ERROR says what is missing, and each
+    event is built (mistakes are still reported), then counted as dropped with the reason
+    ``no_write_key`` and told to its callback and ``on_error``. Exit says how many.
+    """
+
+    def _accept(self, item: Queueable) -> bool:
+        """Build the message, then drop it (``no_write_key``) without a warning each time."""
+        envelope = item.prepare()
+        if envelope is not None:
+            told = [envelope] if envelope.callback or envelope.on_error else []
+            self._ledger.drop(told, Reason.NO_WRITE_KEY, _NO_KEY_WHY, warn=False)
+        return False
+
+    def dropped(self) -> int:
+        """Events dropped so far for want of a key."""
+        return int(self._ledger.snapshot(enqueued=0, queue_depth=0)["dropped"])
+
+
+_NO_KEY_WHY = "no write key was set (write_key=..., or the HT_WRITE_KEY environment variable)"

@@ -13,12 +13,13 @@ import weakref
 from typing import Any, Optional
 
 from .._settings import Settings
-from .pipeline import InlineTransport, Outlet, Transport
+from .pipeline import InlineTransport, KeylessTransport, Outlet, Transport
 
 __all__ = [
     "acquire",
     "after_fork_in_child",
     "close_all",
+    "dropped_without_key",
     "kept_in_spools",
     "release",
     "snapshots",
@@ -31,13 +32,22 @@ _users: dict[int, int] = {}  # clients using each shared transport, by its id()
 _finishing: set[Outlet] = set()
 # Every transport ever made in this process, weakly: the fork hook renews the live ones.
 _everyone: weakref.WeakSet[Transport] = weakref.WeakSet()
+# Those of front-ends configured without a write key, for the exit report (kept: a replaced
+# handler's drops count too; each is a few hundred bytes, made once per configuration).
+_keyless: list[KeylessTransport] = []
 
 
 def acquire(settings: Settings) -> Outlet:
     """The shared transport for these settings (made on first use); pair with :func:`release`.
-    A disabled client gets a transport of its own that sends nothing."""
+    A disabled client gets a transport of its own that sends nothing, and so does one without
+    a write key (which counts what it drops)."""
     if settings.disable:
         return InlineTransport(settings)
+    if settings.write_key is None:
+        keyless = KeylessTransport(settings)
+        with _lock:
+            _keyless.append(keyless)
+        return keyless
     with _lock:
         transport = _transports.get(settings)
         if transport is None:
@@ -102,6 +112,13 @@ def kept_in_spools() -> dict[str, int]:
         if transport.settings.spool_path is not None:
             kept[str(transport.settings.spool_path)] = transport.kept_in_spool()
     return {path: count for path, count in kept.items() if count}
+
+
+def dropped_without_key() -> int:
+    """Events dropped because a front-end had no write key (for the exit report)."""
+    with _lock:
+        keyless = list(_keyless)
+    return sum(outlet.dropped() for outlet in keyless)
 
 
 def snapshots() -> list[dict[str, Any]]:
