@@ -69,8 +69,9 @@ def _emit(level: int, msg: str, args: tuple[Any, ...], exc: Any) -> None:
 def _heard() -> bool:
     """Whether a record of the package logger reaches a handler that shows it: False when
     every handler on the way has ``shows_package_warnings = False`` (the root logger's only
-    handler being ``HtEventsHandler``, which ignores its own package). With no handler at all, ``logging.lastResort`` prints
-    it; a ``NullHandler`` or a handler's level is someone's choice, and counts as heard."""
+    handler being ``HtEventsHandler``, which ignores its own package). With no handler at
+    all, ``logging.lastResort`` prints it; a ``NullHandler`` or a handler's level is someone's
+    choice, and counts as heard."""
     current: Optional[logging.Logger] = logger
     found = False
     while current is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from helpers import run_python
+from helpers import Outcomes, run_python
 
 from htevents_logging import HtEvents, HtEventsHandler, HtEventsProcessor
 
@@ -99,12 +99,12 @@ def test_without_a_key_each_event_is_counted_as_dropped(monkeypatch, closing):
     monkeypatch.delenv("HT_WRITE_KEY", raising=False)
     for front_end in (closing(HtEventsHandler()), closing(HtEventsProcessor())):
         client = front_end.client
-        outcomes = []
-        client.track(user_id="1", event="e", callback=lambda e, m: outcomes.append(e))
+        outcomes = Outcomes()
+        client.track(user_id="1", event="e", callback=outcomes)
         stats = client.stats()
         assert stats["dropped_by_reason"] == {"no_write_key": 1}
         assert stats["enqueued"] == 0
-        assert [error.reason for error in outcomes] == ["no_write_key"]
+        assert [error.reason for error in outcomes.errors] == ["no_write_key"]
 
 
 def test_a_client_made_directly_without_a_key_still_raises(monkeypatch):
