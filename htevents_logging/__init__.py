@@ -9,7 +9,7 @@ with ``_`` is private and may change.
 
 from . import _lifecycle  # noqa: F401 (installs the fork and exit hooks, once)
 from ._client import HtEvents
-from ._frontends.handler import HtEventsHandler
+from ._frontends.handler import CaptureIdentity, HtEventsHandler
 from ._frontends.processor import HtEventsProcessor
 from ._identity import bind
 from ._privacy import redact
@@ -17,6 +17,7 @@ from ._version import __version__
 from .errors import DeliveryError, HtEventsError, MessageTooLargeError, Reason
 
 __all__ = [
+    "CaptureIdentity",
     "DeliveryError",
     "HtEvents",
     "HtEventsError",

@@ -10,13 +10,14 @@ across ``await`` and stays out of other threads and asyncio tasks.
 from __future__ import annotations
 
 import contextlib
+import sys
 import uuid
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
-__all__ = ["Identity", "bind", "current_identity"]
+__all__ = ["Id", "Identity", "bind", "calling_identity", "current_identity", "id_text"]
 
 
 @dataclass(frozen=True)
@@ -82,3 +83,32 @@ def bind(
         yield merged
     finally:
         _current.reset(token)
+
+
+def calling_identity() -> Optional[Identity]:
+    """The identity of the calling thread as a logged event sees it: what ``bind()`` bound,
+    under the ``user_id``/``anonymous_id`` bound with structlog's ``bind_contextvars`` (when
+    structlog is in use), as the structlog processor reads them.
+
+    Taken on the logging thread, because both live in ``contextvars``: a handler behind a
+    ``QueueHandler`` runs on the listener's thread, where neither is set (see
+    ``CaptureIdentity``).
+    """
+    bound = _current.get()
+    structlog_vars = sys.modules.get("structlog.contextvars")
+    if structlog_vars is None:
+        return bound
+    try:
+        values = structlog_vars.get_contextvars()
+        user_id = id_text(values.get("user_id"), "user_id")
+        anonymous_id = id_text(values.get("anonymous_id"), "anonymous_id")
+    except Exception:  # a value no id can be made of: bind()'s stand
+        return bound
+    if user_id is None and anonymous_id is None:
+        return bound
+    base = bound or Identity()
+    return Identity(
+        user_id=user_id or base.user_id,
+        anonymous_id=anonymous_id or base.anonymous_id,
+        context=base.context,
+    )

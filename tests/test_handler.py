@@ -17,7 +17,7 @@ import _app_events
 import pytest
 from helpers import run_python, transport_threads
 
-from htevents_logging import HtEvents
+from htevents_logging import CaptureIdentity, HtEvents, bind
 from htevents_logging._diagnostics import reset_warning_limits
 from htevents_logging._frontends.handler import HtEventsHandler
 from htevents_logging._frontends.processor import HtEventsProcessor
@@ -549,18 +549,76 @@ def test_behind_a_queue_handler_the_payload_survives_and_event_defaults(make_han
     assert (event["event"], event["userId"]) == ("Order A-42 completed", "1")
 
 
+def queued_through(handler: HtEventsHandler, logger: logging.Logger, *filters: logging.Filter):
+    """Put ``handler`` behind a QueueHandler (with ``filters``) and a started QueueListener;
+    return the listener (stop it to hand over what is queued)."""
+    records: queue.Queue[logging.LogRecord] = queue.Queue()
+    queue_handler = logging.handlers.QueueHandler(records)
+    for capture in filters:
+        queue_handler.addFilter(capture)
+    logger.addHandler(queue_handler)
+    listener = logging.handlers.QueueListener(records, handler)
+    listener.start()
+    return listener
+
+
+@pytest.mark.parametrize("bound_with", ["bind", "structlog"])
+def test_behind_a_queue_handler_capture_identity_keeps_the_logging_threads_identity(
+    make_handler, app_logger, bound_with
+):
+    # Regression: the README's QueueHandler recipe sent events logged inside bind(user_id=...)
+    # with random anonymousIds: the identity was read on the listener's thread.
+    structlog = pytest.importorskip("structlog")
+    listener = queued_through(make_handler(disable=True), app_logger, CaptureIdentity())
+    with capture_events() as events:
+        if bound_with == "bind":
+            with bind(user_id="u-7"):
+                app_logger.info("Order completed", extra={"htevent": {}})
+        else:
+            with structlog.contextvars.bound_contextvars(user_id="u-7"):
+                app_logger.info("Order completed", extra={"htevent": {}})
+        listener.stop()
+    [event] = events
+    assert event["userId"] == "u-7"
+
+
+def test_without_capture_identity_the_listener_thread_knows_no_identity(make_handler, app_logger):
+    listener = queued_through(make_handler(disable=True), app_logger)
+    with capture_events() as events:
+        with bind(user_id="u-7"):
+            app_logger.info("Order completed", extra={"htevent": {}})
+        listener.stop()
+    [event] = events
+    assert "userId" not in event  # what CaptureIdentity is for
+
+
+def test_structlog_contextvars_give_the_ids_to_a_logged_event_too(make_handler, app_logger):
+    structlog = pytest.importorskip("structlog")
+    app_logger.addHandler(make_handler(disable=True))
+    bound = structlog.contextvars.bound_contextvars(user_id="u-8")
+    with capture_events() as events, bound, bind(anonymous_id="a-1"):
+        app_logger.info("Order completed", extra={"htevent": {}})
+        app_logger.info("Order completed", extra={"htevent": {"userId": "own"}})
+    assert [(e.get("userId"), e.get("anonymousId")) for e in events] == [
+        ("u-8", "a-1"),  # structlog's user_id over bind()'s, as the processor reads them
+        ("own", None),  # a message that names an id takes none of the bound ones
+    ]
+
+
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="dictConfig QueueHandler listener: 3.12+")
 def test_behind_dictconfig_queue_handler_and_listener(logging_state, delivery, collector):
     logging.config.dictConfig(
         {
             "version": 1,
             "disable_existing_loggers": False,
+            "filters": {"identity": {"()": "htevents_logging.CaptureIdentity"}},
             "handlers": {
                 "htevents": {"class": HANDLER_CLASS, **delivery},
                 "queued": {
                     "class": "logging.handlers.QueueHandler",
                     "handlers": ["htevents"],
                     "respect_handler_level": True,
+                    "filters": ["identity"],
                 },
             },
             "loggers": {"shop": {"handlers": ["queued"], "level": "INFO", "propagate": False}},
@@ -570,15 +628,16 @@ def test_behind_dictconfig_queue_handler_and_listener(logging_state, delivery, c
     htevents = logging.getHandlerByName("htevents")  # type: ignore[attr-defined]
     queued.listener.start()  # dictConfig makes the listener; the application starts it
     try:
-        logging.getLogger("shop").info("Order %s", "A-42", extra={"htevent": {"userId": "1"}})
-        logging.getLogger("shop").info("no payload")
+        with bind(user_id="u-42"):  # read on this thread, not the listener's
+            logging.getLogger("shop").info("Order %s", "A-42", extra={"htevent": {}})
+            logging.getLogger("shop").info("no payload")
     finally:
         queued.listener.stop()  # hands over what is queued, then stops
         htevents.close()
 
     assert collector.wait_for_events(1, timeout=5)
     [event] = collector.events
-    assert (event["event"], event["userId"]) == ("Order A-42", "1")
+    assert (event["event"], event["userId"]) == ("Order A-42", "u-42")
 
 
 # --------------------------------------------------------------------------------------------

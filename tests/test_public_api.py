@@ -32,6 +32,7 @@ PUBLIC_MODULES = {"errors", "typing", "testing", "collector", "cli", "metrics"}
 
 def test_the_package_exports_exactly_these_names():
     assert sorted(htevents_logging.__all__) == [
+        "CaptureIdentity",
         "DeliveryError",
         "HtEvents",
         "HtEventsError",

@@ -35,6 +35,7 @@ from typing_extensions import Unpack
 
 from .._client import ClientSettings, HtEvents
 from .._diagnostics import holds_logging_lock
+from .._identity import Identity, calling_identity
 from .._transport import is_transport_thread
 from ..errors import Reason
 from .shared import DEFAULT_PAYLOAD_KEY, ON_TRANSPORT_THREAD, make_client, send_payload
@@ -57,6 +58,51 @@ def _message_of(record: logging.LogRecord) -> str:
 # logging.shutdown() on Python < 3.12 calls flush() and then close(): a close() this soon after a
 # flush() that ran out of time is that pair, and does not wait a second shutdown_timeout.
 _SHUTDOWN_PAIR_WINDOW = 1.0
+
+
+#: Where :class:`CaptureIdentity` keeps the logging thread's identity on a record.
+_CAPTURED = "_htevents_identity"
+
+
+def _identity_of(record: logging.LogRecord) -> Optional[Identity]:
+    """The identity captured on the logging thread (behind a ``QueueHandler``), or this
+    thread's when none was: the handler then runs on the logging thread itself."""
+    try:
+        captured: Optional[Identity] = record.__dict__[_CAPTURED]
+    except KeyError:
+        return calling_identity()
+    return captured
+
+
+class CaptureIdentity(logging.Filter):
+    """A filter for a ``QueueHandler`` in front of :class:`HtEventsHandler`: it keeps on each
+    record the identity of the thread that logged it (``bind()``, and structlog's bound
+    ``user_id``/``anonymous_id``).
+
+    Why: the identity lives in ``contextvars``, and behind a ``QueueHandler`` the handler runs
+    on the listener's thread, where nothing is bound, so events would get random
+    ``anonymousId``s instead of the user's id. A filter runs on the logging thread, before the
+    record is queued. In dictConfig::
+
+        "filters": {"identity": {"()": "htevents_logging.CaptureIdentity"}},
+        "handlers": {
+            "htevents": {"class": "htevents_logging.HtEventsHandler", ...},
+            "queued": {"class": "logging.handlers.QueueHandler",
+                       "handlers": ["htevents"], "filters": ["identity"]},
+        },
+
+    It only adds an attribute (to records that carry a payload) and lets every record through.
+    """
+
+    def __init__(self, payload_key: str = DEFAULT_PAYLOAD_KEY) -> None:
+        super().__init__()
+        self.payload_key = payload_key
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep the logging thread's identity on a record that carries a payload."""
+        if record.__dict__.get(self.payload_key) is not None:
+            record.__dict__[_CAPTURED] = calling_identity()
+        return True
 
 
 class HtEventsHandler(logging.Handler):
@@ -153,6 +199,7 @@ class HtEventsHandler(logging.Handler):
             origin=("logger", name, ""),
             event_default=lambda: _message_of(record),
             timestamp_default=record.created,
+            identity=lambda: _identity_of(record),
         )
 
     def flush(self) -> None:

@@ -207,8 +207,10 @@ def send_payload(
     event_default: EventDefault = None,
     timestamp_default: Optional[Timestamp] = None,
     fields: Optional[dict[str, Any]] = None,
+    identity: Callable[[], Optional[Identity]] = current_identity,
 ) -> None:
-    """Hand one logged payload to ``client``; never raises, never waits on the network."""
+    """Hand one logged payload to ``client``; never raises, never waits on the network.
+    ``identity`` gives the identity the message takes (read on the calling thread)."""
     draft: Optional[LogDraft] = None
     type_: Any = None
     event: Optional[str] = None
@@ -227,7 +229,7 @@ def send_payload(
                 fields,
                 event,
                 time.time() if timestamp_default is None else timestamp_default,
-                current_identity(),
+                identity(),
                 payload_key,
                 origin,
             )
