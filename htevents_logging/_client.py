@@ -17,6 +17,7 @@ from typing_extensions import TypedDict, Unpack
 from ._diagnostics import enable_debug_output, log, warn_limited
 from ._encoding import MAX_MESSAGE_BYTES, dumps
 from ._identity import Identity
+from ._lifecycle import notice_fork
 from ._message import CURRENT_IDENTITY, MessageFields, build_message
 from ._redact import redact_write_key
 from ._settings import WRITE_KEY_ENV, Settings
@@ -237,6 +238,7 @@ class HtEvents:
         Never waits: a full queue or a closed client drops the item, counts and reports it.
         A disabled client builds it (so mistakes are reported) and sends nothing.
         """
+        notice_fork()
         if self._closed:
             self._transport.drop(item, Reason.AFTER_CLOSE, "this client was closed")
         else:
@@ -313,6 +315,7 @@ class HtEvents:
         Returns by ``timeout`` seconds (default: ``shutdown_timeout``) even when the server
         hangs; the messages not settled by then stay queued and go on being sent.
         """
+        notice_fork()
         return self._transport.flush(self._timeout(timeout))
 
     def close(self, timeout: Optional[float] = None) -> bool:
@@ -322,6 +325,7 @@ class HtEvents:
         as ``dropped`` (reason ``after_close``). The shared thread stops when its last user
         closes. Idempotent: a second call returns what the first did.
         """
+        notice_fork()
         with self._close_lock:
             if self._closed:
                 return self._closed_cleanly
@@ -338,6 +342,7 @@ class HtEvents:
         figures ``last_success_at`` and ``last_failure_at`` (wall-clock seconds, or ``None``)
         and ``consecutive_failures`` (failed requests since the last delivery).
         """
+        notice_fork()
         return self._transport.snapshot()
 
     def healthy(self, max_age: Optional[float] = None) -> bool:
@@ -349,6 +354,7 @@ class HtEvents:
         nothing was delivered for longer than that. A client that has nothing to send is
         healthy.
         """
+        notice_fork()
         transport = self._transport
         return transport.ledger.healthy(transport.pending() > 0, max_age)
 

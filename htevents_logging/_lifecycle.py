@@ -16,7 +16,7 @@ from typing import Callable
 from . import _diagnostics, _message
 from ._transport import registry, spool, worker
 
-__all__ = ["at_exit", "watch_exit"]
+__all__ = ["at_exit", "notice_fork", "watch_exit"]
 
 #: Just before a fork: no SQLite connection may cross it.
 BEFORE_FORK: tuple[Callable[[], None], ...] = (spool.hold_for_fork,)
@@ -36,6 +36,33 @@ AFTER_FORK_IN_CHILD: tuple[Callable[[], None], ...] = (
 def _run(hooks: tuple[Callable[[], None], ...]) -> None:
     for hook in hooks:
         hook()
+
+
+# The process the hooks last ran for: a fork that ran no hooks shows as another pid.
+_pid = os.getpid()
+
+
+def notice_fork() -> None:
+    """Run the after-fork hooks in a child that was forked without them.
+
+    ``os.register_at_fork`` hooks run only for a fork made by Python. uWSGI forks its workers
+    from C (without ``--py-call-uwsgi-fork-hooks``), and so does a ``fork()`` called through
+    ``ctypes``: the child then holds the parent's transports, whose threads do not exist in
+    it, and nothing it logs is sent. So every call that hands over a message (and ``flush``,
+    ``close``, ``stats``) first compares the pid, as OpenTelemetry's and sentry-sdk's
+    processors do: one ``getpid()``, tens of nanoseconds.
+    """
+    global _pid
+    pid = os.getpid()
+    if pid != _pid:
+        _pid = pid
+        _run(AFTER_FORK_IN_CHILD)
+
+
+def _after_fork_in_child() -> None:
+    global _pid
+    _pid = os.getpid()
+    _run(AFTER_FORK_IN_CHILD)
 
 
 def at_exit() -> None:
@@ -91,7 +118,7 @@ def _install() -> None:
         os.register_at_fork(
             before=lambda: _run(BEFORE_FORK),
             after_in_parent=lambda: _run(AFTER_FORK_IN_PARENT),
-            after_in_child=lambda: _run(AFTER_FORK_IN_CHILD),
+            after_in_child=lambda: _after_fork_in_child(),  # looked up at each fork
         )
 
 

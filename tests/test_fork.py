@@ -136,3 +136,38 @@ def test_a_warning_lock_held_by_a_parent_thread_at_fork_never_blocks_the_child(w
         """
     )
     assert result.returncode == 0, result.stderr
+
+
+RAW_FORK = """
+import logging, os, sys
+from htevents_logging import HtEvents, HtEventsHandler, _lifecycle
+
+key, url = sys.argv[1:3]
+htevents = HtEvents(key, host=url, flush_interval=60)
+logger = logging.getLogger("app")
+logger.addHandler(HtEventsHandler(client=htevents))
+logger.setLevel(logging.INFO)
+htevents.track(user_id="parent", event="queued before fork")
+
+# As uWSGI forks its workers (from C): none of the package's at-fork hooks runs in the child.
+_lifecycle._after_fork_in_child = lambda: None
+pid = os.fork()
+if pid == 0:
+    htevents.track(user_id="child", event="tracked in child")
+    logger.info("logged in child", extra={"htevent": {"userId": "child"}})
+    os._exit(0 if htevents.flush(5) else 3)
+_, status = os.waitpid(pid, 0)
+assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+assert htevents.flush(5)
+"""
+
+
+def test_a_child_forked_without_the_fork_hooks_is_noticed_by_its_pid(collector, write_key):
+    # Regression: uWSGI forks from C (no --lazy-apps), so os.register_at_fork hooks never ran;
+    # a worker's events went into the parent's queue, with no thread to send them: 0 of 10
+    # arrived, queue_depth grew, and nothing was reported.
+    done = run_python("-c", RAW_FORK, write_key, collector.url)
+    assert done.returncode == 0, done.stderr
+    assert collector.wait_for_events(3, 10), done.stderr
+    names = collections.Counter(event["event"] for event in collector.events)
+    assert names == {"queued before fork": 1, "tracked in child": 1, "logged in child": 1}
