@@ -17,7 +17,7 @@ from typing_extensions import TypedDict, Unpack
 from ._diagnostics import enable_debug_output, log, warn_limited
 from ._encoding import MAX_MESSAGE_BYTES, dumps
 from ._identity import Identity
-from ._lifecycle import notice_fork
+from ._lifecycle import notice_fork, watch_sigterm
 from ._message import CURRENT_IDENTITY, MessageFields, build_message
 from ._redact import redact_write_key
 from ._settings import WRITE_KEY_ENV, Settings
@@ -79,6 +79,8 @@ class HtEvents:
 
     def _start(self, settings: Settings) -> None:
         self.settings = settings
+        if not settings.disable:
+            watch_sigterm()
         if self.settings.debug:
             enable_debug_output()
         self._closed = False

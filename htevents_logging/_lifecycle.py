@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import sys
+import threading
 from typing import Callable
 
 from . import _diagnostics, _message
 from ._transport import registry, spool, worker
 
-__all__ = ["at_exit", "notice_fork", "watch_exit"]
+__all__ = ["at_exit", "notice_fork", "watch_exit", "watch_sigterm"]
 
 #: Just before a fork: no SQLite connection may cross it.
 BEFORE_FORK: tuple[Callable[[], None], ...] = (spool.hold_for_fork,)
@@ -110,6 +112,45 @@ def watch_exit() -> None:
     util = sys.modules.get("multiprocessing.util")
     if process is not None and util is not None and process.parent_process() is not None:
         util.Finalize(None, at_exit, exitpriority=100)
+
+
+_sigterm_pid = 0
+
+
+def watch_sigterm() -> None:
+    """Deliver what is queued when the process gets SIGTERM and nobody handles it.
+
+    A process killed by SIGTERM's default action (a container stop, systemd, Kubernetes, a
+    server that re-raises it) never runs ``atexit``, so the last partial batch, waiting out
+    ``flush_interval``, was lost. When SIGTERM still has its default action, this installs a
+    handler that does what exit does (deliver within ``shutdown_timeout``, or keep in the
+    spool, and report the rest), then restores the default and raises SIGTERM again: the
+    process still dies by SIGTERM, with the same exit status.
+
+    A handler someone else installed (the application, gunicorn, uvicorn, Celery) is never
+    replaced: those servers exit through ``atexit``, or (uvicorn) run the ASGI lifespan
+    shutdown first (see ``contrib.asgi``). Only the main thread can set a handler: this is
+    tried when a client is made and when its thread starts.
+    """
+    global _sigterm_pid
+    if _sigterm_pid == os.getpid() or threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError, AttributeError):  # no SIGTERM here, or an embedded interpreter
+        return
+    _sigterm_pid = os.getpid()
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM with no other handler: deliver, then die by SIGTERM as the default would."""
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+        at_exit()
+    finally:
+        signal.raise_signal(signal.SIGTERM)
 
 
 def _install() -> None:

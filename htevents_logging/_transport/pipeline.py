@@ -245,10 +245,11 @@ class Transport(_Outlet):
         with self._start_lock:
             if not self._started:
                 # Imported here: the lifecycle module imports the registry, which imports this.
-                from .._lifecycle import watch_exit
+                from .._lifecycle import watch_exit, watch_sigterm
 
                 try:
                     watch_exit()
+                    watch_sigterm()
                     self._worker.start()
                 except Exception as error:  # RuntimeError: can't start new thread
                     return error
