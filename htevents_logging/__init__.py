@@ -9,6 +9,7 @@ with ``_`` is private and may change.
 
 from . import _lifecycle  # noqa: F401 (installs the fork and exit hooks, once)
 from ._client import HtEvents
+from ._flushing import flush_after, flush_all
 from ._frontends.handler import CaptureIdentity, HtEventsHandler
 from ._frontends.processor import HtEventsProcessor
 from ._identity import bind
@@ -27,5 +28,7 @@ __all__ = [
     "Reason",
     "__version__",
     "bind",
+    "flush_after",
+    "flush_all",
     "redact",
 ]

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 import htevents_logging
+import htevents_logging.contrib.asgi
+import htevents_logging.contrib.django
 import htevents_logging.errors
 import htevents_logging.testing
 import htevents_logging.typing
@@ -27,7 +29,7 @@ from htevents_logging._transport.worker import BatchWorker
 
 PACKAGE = Path(htevents_logging.__file__).parent
 README = Path(__file__).resolve().parent.parent / "README.md"
-PUBLIC_MODULES = {"errors", "typing", "testing", "collector", "cli", "metrics"}
+PUBLIC_MODULES = {"errors", "typing", "testing", "collector", "cli", "metrics", "contrib"}
 
 
 def test_the_package_exports_exactly_these_names():
@@ -42,6 +44,8 @@ def test_the_package_exports_exactly_these_names():
         "Reason",
         "__version__",
         "bind",
+        "flush_after",
+        "flush_all",
         "redact",
     ]
 
@@ -58,6 +62,8 @@ def test_the_package_exports_exactly_these_names():
             ["BeforeSend", "Callback", "ErrorHandler", "Message", "MessageFields", "Timestamp"],
         ),
         (htevents_logging.testing, ["capture_events", "htevents_events"]),
+        (htevents_logging.contrib.asgi, ["HtEventsMiddleware"]),
+        (htevents_logging.contrib.django, ["HtEventsMiddleware"]),
     ],
 )
 def test_each_public_module_exports_exactly_these_names(module, names):

@@ -20,6 +20,7 @@ __all__ = [
     "after_fork_in_child",
     "close_all",
     "dropped_without_key",
+    "flush_all",
     "kept_in_spools",
     "release",
     "snapshots",
@@ -78,6 +79,22 @@ def release(outlet: Outlet, timeout: float) -> bool:
         if outlet.finishing:
             _finishing.add(outlet)
     return done
+
+
+def flush_all(timeout: Optional[float] = None) -> bool:
+    """Flush every transport in use, together bounded by ``timeout`` (default: the largest
+    ``shutdown_timeout``); True when everything queued was settled in time."""
+    with _lock:
+        transports: list[Outlet] = [*_transports.values(), *_finishing]
+    if not transports:
+        return True
+    if timeout is None:
+        timeout = max(t.settings.shutdown_timeout for t in transports)
+    deadline = time.monotonic() + timeout
+    flushed = True
+    for transport in transports:
+        flushed = transport.flush(max(0.0, deadline - time.monotonic())) and flushed
+    return flushed
 
 
 def close_all(timeout: Optional[float] = None) -> int:
