@@ -13,12 +13,12 @@ import os
 import signal
 import sys
 import threading
-from typing import Callable
+from typing import Callable, Optional
 
 from . import _diagnostics, _message
 from ._transport import registry, spool, worker
 
-__all__ = ["at_exit", "notice_fork", "watch_exit", "watch_sigterm"]
+__all__ = ["at_exit", "no_thread_here", "notice_fork", "watch_exit", "watch_sigterm"]
 
 #: Just before a fork: no SQLite connection may cross it.
 BEFORE_FORK: tuple[Callable[[], None], ...] = (spool.hold_for_fork,)
@@ -112,6 +112,34 @@ def watch_exit() -> None:
     util = sys.modules.get("multiprocessing.util")
     if process is not None and util is not None and process.parent_process() is not None:
         util.Finalize(None, at_exit, exitpriority=100)
+
+
+def no_thread_here() -> Optional[str]:
+    """Why no transport thread may start in this process, or ``None`` (almost always).
+
+    A uWSGI master that loads the app before forking its workers (no ``--lazy-apps``) forks
+    from C, without Python's fork hooks (no ``--py-call-uwsgi-fork-hooks``). A thread running
+    in the master at that moment can hold the GIL or a lock, which then stays taken forever in
+    every worker: seen here, the workers hung on their first request in most runs. So no thread
+    starts there; what the master logs itself is dropped (``no_thread``) and reported.
+    """
+    uwsgi = sys.modules.get("uwsgi")
+    if uwsgi is None:
+        return None
+    try:
+        in_master = uwsgi.worker_id() == 0 and bool(uwsgi.opt.get("master"))
+        options = uwsgi.opt
+    except Exception:  # not the real uwsgi module
+        return None
+    if not in_master or any(options.get(o) for o in ("lazy-apps", "lazy")):
+        return None
+    if options.get("py-call-uwsgi-fork-hooks"):
+        return None
+    return (
+        "this is a uWSGI master that forks its workers without Python's fork hooks, and a "
+        "thread running there at the fork hangs the workers: add --py-call-uwsgi-fork-hooks "
+        "(or --lazy-apps) to send what the master logs itself; the workers need nothing"
+    )
 
 
 _sigterm_pid = 0

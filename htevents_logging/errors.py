@@ -54,7 +54,8 @@ class Reason(str, enum.Enum):
     AFTER_CLOSE = ("after_close", "dropped")
     #: The spool reached ``spool_max_bytes`` and dropped its oldest messages.
     SPOOL_FULL = ("spool_full", "dropped")
-    #: The background thread could not be started.
+    #: The background thread could not be started (out of threads, or a uWSGI master that
+    #: forks without Python's fork hooks).
     NO_THREAD = ("no_thread", "dropped")
     #: An event was logged on the transport thread (in a callback or ``on_error``): it stays a
     #: log line, so a failure can never feed itself with new events.

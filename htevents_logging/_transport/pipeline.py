@@ -210,14 +210,9 @@ class Transport(_Outlet):
             self.drop(item, Reason.AFTER_CLOSE, _AFTER_CLOSE_WHY)
             return False
         if not self._started:
-            error = self._start()
-            if error is not None:
-                self.drop(
-                    item,
-                    Reason.NO_THREAD,
-                    f"the background thread could not start ({error}): the process is out of "
-                    "threads or memory",
-                )
+            why = self._start()
+            if why is not None:
+                self.drop(item, Reason.NO_THREAD, f"the background thread could not start ({why})")
                 return False
         worker = self._worker
         if not worker.put(item) and not worker.put(item, self._patience()):
@@ -240,19 +235,22 @@ class Transport(_Outlet):
             return 0.0
         return wait
 
-    def _start(self) -> Optional[Exception]:
-        """Start the thread (once); the error when it cannot be started."""
+    def _start(self) -> Optional[str]:
+        """Start the thread (once); why it cannot be started, if it cannot."""
         with self._start_lock:
             if not self._started:
                 # Imported here: the lifecycle module imports the registry, which imports this.
-                from .._lifecycle import watch_exit, watch_sigterm
+                from .._lifecycle import no_thread_here, watch_exit, watch_sigterm
 
+                forbidden = no_thread_here()
+                if forbidden is not None:
+                    return forbidden
                 try:
                     watch_exit()
                     watch_sigterm()
                     self._worker.start()
                 except Exception as error:  # RuntimeError: can't start new thread
-                    return error
+                    return f"{error}: the process is out of threads or memory"
                 self._started = True
         return None
 
