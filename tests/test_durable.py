@@ -314,3 +314,22 @@ def test_a_client_sends_and_waits_for_only_its_own_destinations_rows(
         assert spool_rows(path) == 1  # still there, for a client of that host
     finally:
         assert client.close(2) is True
+
+
+def test_the_write_key_is_never_written_to_the_spool_file(tmp_path, down_url):
+    key = "sk-spooled-but-never-stored-42"
+    path = str(tmp_path / "s.db")
+    client = HtEvents(key, host=down_url, spool_path=path, max_retries=0, flush_interval=60)
+    try:
+        for i in range(20):
+            client.track(user_id="u", event=f"e{i}")
+        assert client.flush(5) is False  # kept
+        assert os.path.getsize(path + "-wal") > 0  # the rows are in the WAL, not yet in the file
+        for name in (path, path + "-wal"):
+            with open(name, "rb") as file:
+                assert key.encode() not in file.read()
+    finally:
+        client.close(1)
+    with open(path, "rb") as file:  # and once checkpointed into the file at close
+        raw = file.read()
+    assert b'"e19"' in raw and key.encode() not in raw
