@@ -1030,9 +1030,10 @@ def _lay_out(conn: sqlite3.Connection, version: int) -> None:
 
     Layout 1 is migrated in place: its rows get the destination ``''`` (anyone's, since which
     key and host they were meant for was not recorded), are counted as such, and are indexed.
-    That reads the whole file once. A process still running the layout-1 code keeps working
-    on the file (its rows get ``''`` too), but claims every destination's rows: upgrade the
-    processes sharing a file together.
+    That reads the whole file once. Layout-1 code refuses the migrated file when it opens it
+    (a newer layout), but a process that had it open already keeps working on it (its rows
+    get ``''`` too) and claims every destination's rows: upgrade the processes sharing a file
+    together.
     """
     for statement in _NEW_FILE if version == 0 else _FROM_LAYOUT_1:
         conn.execute(statement)
