@@ -12,17 +12,27 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 
+import pytest
 from helpers import Outcomes, assert_flushed, wait_until
+from outages import Outage, outages
 
 from htevents_logging import HtEvents
-from htevents_logging._transport.spool import Spool
+from htevents_logging._transport.spool import Spool, destination_of
 from htevents_logging.collector import Reply
 
 
 def spool_rows(path) -> int:
     with Spool(path) as spool:
         return spool.count()
+
+
+@pytest.fixture
+def outage() -> Iterator[Outage]:
+    """A server down until ``outage.end(write_key)`` brings it back at the same URL."""
+    with outages(1) as [down]:
+        yield down
 
 
 def python(code: str, **kwargs) -> subprocess.Popen[str]:
@@ -75,14 +85,13 @@ def test_a_refused_batch_is_deleted_and_reported_not_kept(collector, tmp_path, w
         client.close(2)
 
 
-def test_events_kept_at_exit_are_sent_first_by_the_next_process(
-    collector, tmp_path, down_url, write_key
-):
+def test_events_kept_at_exit_are_sent_first_by_the_next_process(tmp_path, outage, write_key):
+    # The next process uses the same key and URL: kept rows are that destination's only.
     spool = str(tmp_path / "events.db")
     first = python(
         f"""
         from htevents_logging import HtEvents
-        h = HtEvents({write_key!r}, host={down_url!r}, spool_path={spool!r},
+        h = HtEvents({write_key!r}, host={outage.url!r}, spool_path={spool!r},
                      max_retries=0, shutdown_timeout=1)
         for i in range(20):
             h.track(user_id="u", event=f"before restart {{i}}")
@@ -91,6 +100,7 @@ def test_events_kept_at_exit_are_sent_first_by_the_next_process(
     _, stderr = first.communicate(timeout=30)
     assert first.returncode == 0, stderr
     assert "20 message(s) are kept in the spool" in stderr
+    collector = outage.end(write_key)
     second = python(
         f"""
         from htevents_logging import HtEvents
@@ -106,15 +116,13 @@ def test_events_kept_at_exit_are_sent_first_by_the_next_process(
     assert sorted(events[:20]) == sorted(f"before restart {i}" for i in range(20))
 
 
-def test_every_event_enqueued_before_flush_returned_survives_kill_9(
-    collector, tmp_path, down_url, write_key
-):
+def test_every_event_enqueued_before_flush_returned_survives_kill_9(tmp_path, outage, write_key):
     spool = str(tmp_path / "events.db")
     victim = python(
         f"""
         import time
         from htevents_logging import HtEvents
-        h = HtEvents({write_key!r}, host={down_url!r}, spool_path={spool!r}, max_retries=0)
+        h = HtEvents({write_key!r}, host={outage.url!r}, spool_path={spool!r}, max_retries=0)
         for i in range(50):
             h.track(user_id="u", event=f"e{{i}}")
         print("flushed", h.flush(5), flush=True)
@@ -125,6 +133,7 @@ def test_every_event_enqueued_before_flush_returned_survives_kill_9(
     assert victim.stdout.readline().strip() == "flushed False"
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait(10)
+    collector = outage.end(write_key)
     client = HtEvents(write_key, host=collector.url, spool_path=spool)
     try:
         assert collector.wait_for_events(50, 10)
@@ -285,3 +294,42 @@ def test_a_spool_lease_outlasts_the_longest_send_retry_after_included(tmp_path, 
         assert client._transport._spool._lease_seconds >= 220
     finally:
         client.close(0.5)
+
+
+def test_a_client_sends_and_waits_for_only_its_own_destinations_rows(
+    collector, tmp_path, write_key
+):
+    path = str(tmp_path / "s.db")
+    client = HtEvents(write_key, host=collector.url, spool_path=path, flush_interval=0.05)
+    try:
+        spool = client._transport._spool
+        assert spool.destination == destination_of(write_key, f"{collector.url}/v1/batch")
+        with Spool(
+            path, destination=destination_of(write_key, "http://127.0.0.1:1/v1/batch")
+        ) as other:
+            other.append([b'{"event":"for another host"}'])
+        client.track(user_id="u", event="ours")
+        assert_flushed(client, 5)  # the other destination's row is not waited for
+        assert [e["event"] for e in collector.events] == ["ours"]
+        assert spool_rows(path) == 1  # still there, for a client of that host
+    finally:
+        assert client.close(2) is True
+
+
+def test_the_write_key_is_never_written_to_the_spool_file(tmp_path, down_url):
+    key = "sk-spooled-but-never-stored-42"
+    path = str(tmp_path / "s.db")
+    client = HtEvents(key, host=down_url, spool_path=path, max_retries=0, flush_interval=60)
+    try:
+        for i in range(20):
+            client.track(user_id="u", event=f"e{i}")
+        assert client.flush(5) is False  # kept
+        assert os.path.getsize(path + "-wal") > 0  # the rows are in the WAL, not yet in the file
+        for name in (path, path + "-wal"):
+            with open(name, "rb") as file:
+                assert key.encode() not in file.read()
+    finally:
+        client.close(1)
+    with open(path, "rb") as file:  # and once checkpointed into the file at close
+        raw = file.read()
+    assert b'"e19"' in raw and key.encode() not in raw

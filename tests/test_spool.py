@@ -32,6 +32,9 @@ from htevents_logging._transport.spool import (
 )
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="needs fork and SIGKILL")
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="judging a lease's owner dead reads /proc"
+)
 
 EVERYTHING = (10**6, 10**9)  # claim(max_count, max_bytes) limits that never bind
 
@@ -311,6 +314,137 @@ def test_rows_whose_lease_expired_can_be_evicted(path, clock):
         assert numbers(bounded.claim(*EVERYTHING)) == [1, 2]
 
 
+# -- destinations ------------------------------------------------------------------------------
+
+A = spool_module.destination_of("key-a", "http://127.0.0.1:1/v1/batch")
+B = spool_module.destination_of("key-b", "http://127.0.0.1:1/v1/batch")
+
+# What a file of layout 1 (before destinations) was made of.
+LAYOUT_1 = (
+    """
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        size INTEGER NOT NULL,
+        lease_until REAL NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        data BLOB NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE totals (
+        singleton INTEGER PRIMARY KEY CHECK (singleton = 0),
+        rows INTEGER NOT NULL,
+        bytes INTEGER NOT NULL
+    )
+    """,
+    "INSERT INTO totals (singleton, rows, bytes) VALUES (0, 0, 0)",
+    """
+    CREATE TRIGGER messages_count_insert AFTER INSERT ON messages BEGIN
+        UPDATE totals SET rows = rows + 1, bytes = bytes + NEW.size WHERE singleton = 0;
+    END
+    """,
+    """
+    CREATE TRIGGER messages_count_delete AFTER DELETE ON messages BEGIN
+        UPDATE totals SET rows = rows - 1, bytes = bytes - OLD.size WHERE singleton = 0;
+    END
+    """,
+    "PRAGMA user_version = 1",
+)
+
+
+def test_a_destination_is_a_digest_of_the_key_and_the_url():
+    url = "http://127.0.0.1:1/v1/batch"
+    digest = spool_module.destination_of("key-a", url)
+    assert digest == A and len(digest) == 32 and int(digest, 16) >= 0
+    assert "key-a" not in digest
+    others = {
+        spool_module.destination_of("key-b", url),
+        spool_module.destination_of("key-a", "http://127.0.0.1:2/v1/batch"),
+        spool_module.destination_of("key-a", "http://127.0.0.1:1/v2/batch"),
+        spool_module.destination_of(None, url),
+    }
+    assert len(others) == 4 and digest not in others
+
+
+def test_two_destinations_in_one_file_never_see_each_others_rows(path, clock):
+    with Spool(path, clock=clock, destination=A) as a, Spool(path, clock=clock, destination=B) as b:
+        a.append([event(n) for n in range(3)])
+        b.append([event(n, size=50) for n in range(10, 12)])
+        a.append([event(3)])
+
+        assert (a.count(), b.count()) == (4, 2)
+        assert b.size_bytes() == 100
+        assert numbers(b.peek(*EVERYTHING)) == [10, 11]
+        assert numbers(a.claim(*EVERYTHING)) == [0, 1, 2, 3]
+        assert numbers(b.claim(*EVERYTHING)) == [10, 11]
+        assert a.claim(*EVERYTHING) == [] and b.peek(*EVERYTHING) == []
+        with Spool(path, clock=clock) as unbound:  # not bound to one: sees the whole file
+            assert (unbound.count(), unbound.size_bytes()) == (6, a.size_bytes() + 100)
+
+
+def test_eviction_removes_only_this_destinations_oldest_rows_and_the_bound_is_per_file(path):
+    with (
+        Spool(path, max_bytes=500, destination=A) as a,
+        Spool(path, max_bytes=500, destination=B) as b,
+    ):
+        a.append([event(n, size=100) for n in range(3)])
+        b.append([event(n, size=100) for n in (10, 11)])  # 500: full
+
+        appended = b.append([event(12, size=100)])
+        assert len(appended.evicted) == 1
+        assert numbers(b.claim(*EVERYTHING)) == [11, 12]  # its own oldest went
+        assert numbers(a.claim(*EVERYTHING)) == [0, 1, 2]  # the other's were left alone
+
+
+def test_a_layout_1_file_is_migrated_when_opened_and_its_rows_are_anyones(path, clock):
+    os.makedirs(os.path.dirname(path))
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        for statement in LAYOUT_1:
+            conn.execute(statement)
+        conn.executemany(
+            "INSERT INTO messages (size, data) VALUES (?, ?)",
+            [(len(event(n)), event(n)) for n in range(4)],
+        )
+    conn.close()
+
+    with Spool(path, clock=clock, destination=A) as a, Spool(path, clock=clock, destination=B) as b:
+        assert (a.count(), b.count()) == (4, 4)  # legacy rows are counted by everyone
+        b.append([event(10)])
+        assert (a.count(), b.count()) == (4, 5)
+        assert numbers(a.claim(2, 10**6)) == [0, 1]
+        assert numbers(b.claim(*EVERYTHING)) == [2, 3, 10]
+        assert a.claim(*EVERYTHING) == []
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(messages)")]
+        assert "destination" in columns
+        indexes = {row[1] for row in conn.execute("PRAGMA index_list(messages)")}
+        assert {"messages_destination", "messages_leased"} <= indexes
+    conn.close()
+    assert integrity(path) == "ok"
+
+
+def test_the_write_key_is_never_written_to_the_file(tmp_path):
+    key = "sk-never-in-the-file-0123456789"
+    path = str(tmp_path / "events.db")
+    destination = spool_module.destination_of(key, "http://127.0.0.1:1/v1/batch")
+    spool = Spool(path, destination=destination)  # kept open: the WAL is not checkpointed away
+    spool.append([event(n) for n in range(50)])
+    spool.release([m.row_id for m in spool.claim(10, 10**6)])
+    files = [path, path + "-wal"]
+    assert os.path.getsize(path + "-wal") > 0
+    for name in files:
+        with open(name, "rb") as file:
+            raw = file.read()
+        assert destination.encode() in raw or name == path  # the rows are in the WAL now
+        assert key.encode() not in raw and key.encode("utf-16-le") not in raw
+    spool.close()
+    with open(path, "rb") as file:  # and after the checkpoint at close
+        raw = file.read()
+    assert destination.encode() in raw and key.encode() not in raw
+
+
 # -- durability --------------------------------------------------------------------------------
 
 
@@ -355,30 +489,188 @@ def test_every_row_committed_before_a_kill_9_survives_it(path):
     assert integrity(path) == "ok"
 
 
-@posix_only
-def test_a_dead_processes_claim_becomes_claimable_when_its_lease_expires(path):
-    with Spool(path) as parent:
-        parent.append([event(n) for n in range(5)])
+def claiming_process(path: str, count: int) -> tuple[subprocess.Popen[str], list[int]]:
+    """A real process that claims ``count`` rows of the spool at ``path`` (with a 30 s lease),
+    says which, and then waits on its stdin (alive) until told to end."""
     holder = python(
         """
         import sys
         spool = Spool(sys.argv[1], lease_seconds=30)
-        print(" ".join(str(m.row_id) for m in spool.claim(3, 10**6)), flush=True)
+        print(" ".join(str(m.row_id) for m in spool.claim(int(sys.argv[2]), 10**6)), flush=True)
         sys.stdin.readline()
         """,
         path,
+        str(count),
     )
     assert holder.stdout is not None
     held = [int(i) for i in holder.stdout.readline().split()]
-    assert len(held) == 3, holder.communicate()[1]
-    os.kill(holder.pid, signal.SIGKILL)
-    holder.communicate(timeout=10)
+    assert len(held) == count, holder.communicate()[1]
+    return holder, held
 
-    clock = FakeClock(time.time())
+
+def a_dead_pid() -> int:
+    """The pid of a process that has exited and been reaped (free, unless reused since)."""
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait(10)
+    return ended.pid
+
+
+@linux_only
+def test_a_killed_processes_lease_is_taken_over_at_once(path):
+    with Spool(path) as parent:
+        parent.append([event(n) for n in range(5)])
+    holder, held = claiming_process(path, 3)
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.communicate(timeout=10)  # reaped: no such pid any more
+
+    # Regression: its rows waited for the lease to run out (here 30 s, in a client at least 60).
+    clock = FakeClock(time.time())  # never advanced
     with Spool(path, clock=clock) as survivor:
-        assert numbers(survivor.claim(*EVERYTHING)) == [3, 4]  # not the dead one's, yet
-        clock.advance(31)
-        assert [m.row_id for m in survivor.claim(*EVERYTHING)] == held
+        claimed = survivor.claim(*EVERYTHING)
+    assert [m.row_id for m in claimed[:3]] == held
+    assert numbers(claimed) == [0, 1, 2, 3, 4]
+
+
+@linux_only
+def test_a_live_processes_lease_is_respected_and_taken_over_once_it_has_exited(path):
+    with Spool(path) as parent:
+        parent.append([event(n) for n in range(5)])
+    holder, held = claiming_process(path, 3)
+    try:
+        with Spool(path) as other:
+            assert numbers(other.claim(*EVERYTHING)) == [3, 4]  # not the live one's
+            assert other.claim(*EVERYTHING) == []
+    finally:
+        holder.communicate("\n", timeout=10)  # it ends without releasing its lease
+    assert holder.returncode == 0
+
+    with Spool(path) as after:
+        assert [m.row_id for m in after.claim(*EVERYTHING)] == held
+
+
+@linux_only
+def test_a_lease_whose_pid_now_belongs_to_another_process_is_taken_over_at_once(path, clock):
+    # The pid is alive (it is ours), but its start time is not the one the owner recorded.
+    here = spool_module._this_process_identity()
+    assert here is not None
+    holder = Spool(path, clock=clock)
+    holder._owner = f"{here.pid}-{here.started + 1}-{here.namespace}-0badf00d"
+    holder.append([event(0), event(1)])
+    claimed = holder.claim(1, 10**6)
+
+    with Spool(path, clock=clock) as other:
+        assert other.claim(*EVERYTHING) == [*claimed, SpooledMessage(2, event(1))]
+    holder.close()
+
+
+@linux_only
+def test_leases_of_owners_that_cannot_be_judged_run_out_as_before(path, clock):
+    # Old owner ids name no start time, and a pid of another host or container means nothing
+    # here: both are left to expire, however dead the pid looks from this process.
+    dead = a_dead_pid()
+    here = spool_module._this_process_identity()
+    assert here is not None
+    unjudged = [f"{dead}-0badf00d", f"{dead}-{here.started}-{'0' * 16}-0badf00d"]
+    with Spool(path, clock=clock) as spool:
+        spool.append([event(n) for n in range(len(unjudged))])
+        for owner in unjudged:
+            spool._owner = owner
+            assert len(spool.claim(1, 10**6)) == 1
+    with Spool(path, clock=clock) as other:
+        assert other.claim(*EVERYTHING) == []
+        clock.advance(60)
+        assert numbers(other.claim(*EVERYTHING)) == [0, 1]
+
+
+@linux_only
+def test_each_owner_of_a_live_lease_is_judged_once_per_claim_and_never_this_one(
+    path, clock, monkeypatch
+):
+    here = spool_module._this_process_identity()
+    assert here is not None
+    dead_owner = f"{a_dead_pid()}-{here.started}-{here.namespace}-0badf00d"
+    with Spool(path, clock=clock) as spool:
+        spool.append([event(n) for n in range(10)])
+        mine = spool.owner
+        spool.claim(2, 10**6)  # two rows of our own
+        spool._owner = dead_owner
+        spool.claim(4, 10**6)  # and four of one dead owner
+        spool._owner = mine
+        judged: list[str] = []
+        judge = spool_module._owner_is_dead
+
+        def counting(owner, identity):
+            judged.append(owner)
+            return judge(owner, identity)
+
+        monkeypatch.setattr(spool_module, "_owner_is_dead", counting)
+
+        assert numbers(spool.claim(*EVERYTHING)) == [2, 3, 4, 5, 6, 7, 8, 9]
+        assert judged == [dead_owner]
+
+
+@linux_only
+def test_peek_reads_the_rows_of_a_dead_owner_without_writing(path, clock):
+    here = spool_module._this_process_identity()
+    assert here is not None
+    with Spool(path, clock=clock) as spool:
+        spool.append([event(0), event(1)])
+        spool._owner = f"{a_dead_pid()}-{here.started}-{here.namespace}-0badf00d"
+        spool.claim(1, 10**6)
+    with Spool(path, clock=clock) as other:
+        assert numbers(other.peek(*EVERYTHING)) == [0, 1]
+    with sqlite3.connect(path) as conn:  # the dead owner's lease is still recorded
+        assert conn.execute("SELECT count(*) FROM messages WHERE lease_until > 0").fetchone() == (
+            1,
+        )
+
+
+@linux_only
+def test_this_process_is_identified_by_pid_start_time_and_namespace():
+    here = spool_module._this_process_identity()
+    assert here is not None
+    with open("/proc/self/stat", "rb") as stat:
+        fields = stat.read().rsplit(b")", 1)[1].split()
+    assert (here.pid, here.started) == (os.getpid(), int(fields[19]))  # field 22
+    assert len(here.namespace) == 16 and int(here.namespace, 16) >= 0
+    owner = spool_module._owner_id(here)
+    assert owner.startswith(f"{os.getpid()}-{here.started}-{here.namespace}-")
+    assert spool_module._parse_owner(owner) == here
+    assert spool_module._owner_id(None).startswith(f"{os.getpid()}-")
+    assert spool_module._parse_owner(spool_module._owner_id(None)) is None
+
+
+@linux_only
+def test_an_owner_is_judged_dead_only_when_it_provably_is():
+    here = spool_module._this_process_identity()
+    assert here is not None
+    me, ns, dead = here.pid, here.namespace, a_dead_pid()
+    is_dead = spool_module._owner_is_dead
+    assert not is_dead(f"{me}-{here.started}-{ns}-0badf00d", here)  # alive: this process
+    assert is_dead(f"{me}-{here.started + 1}-{ns}-0badf00d", here)  # pid reused
+    assert is_dead(f"{dead}-{here.started}-{ns}-0badf00d", here)  # no such process
+    assert not is_dead(f"{dead}-{here.started}-{'f' * 16}-0badf00d", here)  # another namespace
+    assert not is_dead(f"{dead}-0badf00d", here)  # the old form
+    assert not is_dead(f"{dead}-{here.started}-{ns}-0badf00d", None)  # we cannot judge
+    for garbage in ("", "0-1-" + ns + "-0badf00d", f"-1-1-{ns}-0badf00d", f"{dead}-x-{ns}-1"):
+        assert not is_dead(garbage, here)
+
+
+@linux_only
+def test_a_zombie_is_dead(path):
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # never waited for, yet
+    here = spool_module._this_process_identity()
+    assert here is not None
+
+    def exited() -> bool:
+        status = spool_module._process_status(zombie.pid)
+        return status is not None and status[0] == "Z"
+
+    assert wait_until(exited, timeout=10)
+    status = spool_module._process_status(zombie.pid)
+    assert status is not None
+    assert spool_module._owner_is_dead(f"{zombie.pid}-{status[1]}-{here.namespace}-0badf00d", here)
+    zombie.wait(10)
 
 
 @posix_only

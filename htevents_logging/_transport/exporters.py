@@ -161,7 +161,8 @@ class SpooledExporter:
     Rows are claimed oldest first, sent, and deleted once delivered or refused for good. A
     failure that may pass (the server is down, or a close deadline came first) releases the
     rows instead: they stay for the next try, one ``flush_interval`` later, or for the next
-    process with the same ``spool_path``.
+    process with the same ``spool_path`` and the same destination (write key, host and path:
+    the spool is bound to it, see :func:`~.pipeline._open_spool`).
 
     The spool fails open. Each failure is sorted (:func:`~.spool.trouble_of`) and met one way:
     busy (another process holds it past ``SPOOL_PATIENCE``): the batch is sent directly and
@@ -242,8 +243,10 @@ class SpooledExporter:
             self._direct.give_up(built)
 
     def kept(self) -> int:
-        """Messages the spool holds (from every process that shares it); after
-        :meth:`shutdown`, what it held then."""
+        """Messages the spool holds for this client's destination (from every process that
+        shares it, and rows of the old layout, which are anyone's); after :meth:`shutdown`,
+        what it held then. Rows kept for other keys or hosts in the same file are not ours
+        to send, so they do not hold up a flush or a close."""
         if self._kept_at_shutdown is not None:
             return self._kept_at_shutdown
         if not self._usable:
@@ -380,8 +383,9 @@ class SpooledExporter:
         return peeked
 
     def _still_kept(self) -> bool:
-        """True when rows are left that this process cannot claim now (another process holds
-        them, or they were sent and wait for room to be deleted)."""
+        """True when rows of this destination are left that this process cannot claim now
+        (another live process holds them, or they were sent and wait for room to be
+        deleted)."""
         try:
             return self._spool.count(timeout=self._patience()) > 0
         except sqlite3.Error as error:

@@ -24,7 +24,7 @@ from .clock import MONOTONIC, Clock, Closing
 from .envelope import Queueable
 from .exporters import SPOOL_PATIENCE, Exporter, make_exporter, warn_unusable_spool
 from .ledger import Ledger
-from .spool import Spool
+from .spool import Spool, destination_of
 from .worker import BatchWorker, is_transport_thread
 
 __all__ = ["InlineTransport", "KeylessTransport", "Outlet", "Transport", "install", "uninstall"]
@@ -114,7 +114,11 @@ def _open_spool(settings: Settings) -> tuple[Optional[Spool], bool]:
     now); ``(None, False)`` when it cannot be used (a directory, a file that is not a spool, no
     permission): then batches are sent directly, and one WARNING names ``spool_path`` and why,
     instead of failing the logging setup. Never waits long on another process (see
-    :class:`~.spool.Spool`)."""
+    :class:`~.spool.Spool`).
+
+    The spool is bound to this client's destination (a digest of the write key and the
+    endpoint URL, never the key itself): clients with other keys or hosts may share the file,
+    and each claims, counts and evicts only its own rows."""
     if settings.spool_path is None:
         return None, False
     # A lease must outlast the longest send of a batch (every attempt and every wait).
@@ -126,6 +130,7 @@ def _open_spool(settings: Settings) -> tuple[Optional[Spool], bool]:
             settings.spool_path,
             max_bytes=settings.spool_max_bytes,
             lease_seconds=max(60.0, longest + 10.0),
+            destination=destination_of(settings.write_key, settings.url),
         )
     except (sqlite3.Error, OSError) as error:
         warn_unusable_spool(settings.spool_path, error)

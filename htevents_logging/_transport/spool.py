@@ -11,12 +11,26 @@ The life of a row::
     append() --> unleased --claim()--> leased to one owner --delete()--> gone (delivered)
                     ^                      |
                     +--- release() --------+  (retryable failure)
-                    +--- lease expires ----+  (the owner died or hung: anyone may claim it)
+                    +--- lease expires ----+  (the owner hung, or died unseen: anyone may claim it)
+                    +--- owner is dead ----+  (seen at the next claim: taken over at once)
 
 Several processes (pre-fork servers, ``multiprocessing`` workers) may share one file: every
 write is one ``BEGIN IMMEDIATE`` transaction, so SQLite serialises them across processes, and a
 claim marks its rows with a lease (owner id, wall-clock expiry) inside the same transaction that
 selected them, so two claimers never get the same unexpired row.
+
+A lease need not run out when its owner is known to be dead. The owner id names the process
+(pid, its start time, and the host and pid namespace it runs in, see :func:`_owner_id`), so a
+claim first ends the live leases of owners on this host and namespace that are provably gone:
+no such pid, a zombie, or the pid now belongs to a process started at another time (reused).
+An owner in another container or on another host sharing the file, or whose id has the old
+``"<pid>-<8 hex>"`` form, is never judged: its leases run out as before.
+
+Each row belongs to one destination, a digest of the write key and endpoint URL
+(:func:`destination_of`; the key itself is never stored), and a :class:`Spool` opened for one
+destination appends, claims, counts and evicts only that destination's rows, so clients with
+different keys or hosts can share a file without sending each other's events. Rows written
+before destinations existed (layout 1) have the destination ``''`` and are anyone's.
 
 Delivery is at least once, never exactly once: a process killed after the server accepted a batch
 but before ``delete()`` committed leaves the rows behind, and whoever claims them after the lease
@@ -34,14 +48,18 @@ thread or process, whatever SQLite does.
 from __future__ import annotations
 
 import enum
+import hashlib
+import heapq
 import os
+import re
 import sqlite3
+import sys
 import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Optional
@@ -56,14 +74,16 @@ __all__ = [
     "SpoolUnavailable",
     "SpooledMessage",
     "Trouble",
+    "destination_of",
     "hold_for_fork",
     "release_after_fork",
     "reopen_after_fork",
     "trouble_of",
 ]
 
-#: Stored in ``PRAGMA user_version``; a file written by a newer, unknown layout is refused.
-SCHEMA_VERSION = 1
+#: Stored in ``PRAGMA user_version``; a file written by a newer, unknown layout is refused, and
+#: one written by layout 1 (no destinations) is brought up to date when opened.
+SCHEMA_VERSION = 2
 
 #: What :meth:`Spool.claim` reserves for ``{"batch":[...],"sentAt":"...","writeKey":"..."}``
 #: unless the caller passes the exact figure.
@@ -83,19 +103,21 @@ OPEN_TIMEOUT_SECONDS = 0.5
 # AUTOINCREMENT keeps row ids from ever being reused: delete() removes rows by id whatever their
 # lease, so a late delete() from a process whose lease expired must not hit a newer row that got
 # a recycled id (plain INTEGER PRIMARY KEY reuses the highest id once that row is deleted).
-_SCHEMA = (
+# (A file migrated from layout 1 has ``destination`` after ``data``: it is read from its index.)
+_NEW_FILE = (
     """
     CREATE TABLE IF NOT EXISTS messages (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         size INTEGER NOT NULL,
         lease_until REAL NOT NULL DEFAULT 0,
         lease_owner TEXT,
+        destination TEXT NOT NULL DEFAULT '',
         data BLOB NOT NULL
     )
     """,
-    # Row count and byte total kept by triggers, so append() can check the bound and count() /
-    # size_bytes() can answer without scanning a spool that has grown large during an outage.
-    # Triggers run inside the writing transaction, so the totals are right for every process.
+    # Row count and byte total of the whole file, kept by triggers, so append() can check the
+    # bound without scanning a spool that has grown large during an outage. Triggers run
+    # inside the writing transaction, so the totals are right for every process.
     """
     CREATE TABLE IF NOT EXISTS totals (
         singleton INTEGER PRIMARY KEY CHECK (singleton = 0),
@@ -104,18 +126,55 @@ _SCHEMA = (
     )
     """,
     "INSERT OR IGNORE INTO totals (singleton, rows, bytes) VALUES (0, 0, 0)",
-    """
-    CREATE TRIGGER IF NOT EXISTS messages_count_insert AFTER INSERT ON messages BEGIN
-        UPDATE totals SET rows = rows + 1, bytes = bytes + NEW.size WHERE singleton = 0;
-    END
-    """,
-    """
-    CREATE TRIGGER IF NOT EXISTS messages_count_delete AFTER DELETE ON messages BEGIN
-        UPDATE totals SET rows = rows - 1, bytes = bytes - OLD.size WHERE singleton = 0;
-    END
-    """,
-    f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
+
+# Layout 1 had no destinations: its rows get ``''``, which every destination may claim.
+_FROM_LAYOUT_1 = ("ALTER TABLE messages ADD COLUMN destination TEXT NOT NULL DEFAULT ''",)
+
+# What layout 2 adds, to a new file and to a migrated one alike.
+_LAYOUT_2 = (
+    # The same per destination, so count() answers for one client without a scan.
+    """
+    CREATE TABLE IF NOT EXISTS tallies (
+        destination TEXT PRIMARY KEY,
+        rows INTEGER NOT NULL,
+        bytes INTEGER NOT NULL
+    )
+    """,
+    # One destination's rows in id order: claims and evictions read them oldest first.
+    "CREATE INDEX IF NOT EXISTS messages_destination ON messages (destination, id)",
+    # Only the rows under a lease (a few batches): who holds live leases, found without a scan.
+    """
+    CREATE INDEX IF NOT EXISTS messages_leased ON messages (lease_until, lease_owner)
+    WHERE lease_until > 0
+    """,
+    "DROP TRIGGER IF EXISTS messages_count_insert",
+    "DROP TRIGGER IF EXISTS messages_count_delete",
+    """
+    CREATE TRIGGER messages_count_insert AFTER INSERT ON messages BEGIN
+        UPDATE totals SET rows = rows + 1, bytes = bytes + NEW.size WHERE singleton = 0;
+        INSERT OR IGNORE INTO tallies (destination, rows, bytes) VALUES (NEW.destination, 0, 0);
+        UPDATE tallies SET rows = rows + 1, bytes = bytes + NEW.size
+            WHERE destination = NEW.destination;
+    END
+    """,
+    """
+    CREATE TRIGGER messages_count_delete AFTER DELETE ON messages BEGIN
+        UPDATE totals SET rows = rows - 1, bytes = bytes - OLD.size WHERE singleton = 0;
+        UPDATE tallies SET rows = rows - 1, bytes = bytes - OLD.size
+            WHERE destination = OLD.destination;
+    END
+    """,
+)
+
+# A layout-1 file's rows, all of destination ``''``, counted once when it is migrated.
+_TALLY_LAYOUT_1 = (
+    "INSERT OR REPLACE INTO tallies (destination, rows, bytes)"
+    " SELECT '', count(*), coalesce(sum(size), 0) FROM messages"
+)
+
+# An owner id that can be judged (see _owner_id): pid, start time, namespace digest, 8 hex.
+_JUDGED_OWNER = re.compile(r"([1-9][0-9]{0,8})-([0-9]{1,20})-([0-9a-f]{16})-[0-9a-f]{8}")
 
 #: How long the before-fork hook waits for a transaction in another thread to finish. A fork
 #: must not hang on SQLite: past it, the child does not use the spool (see reopen_after_fork).
@@ -214,6 +273,12 @@ class Spool:
     parent directories are created; a new file is created with mode 0600 (SQLite gives its
     ``-wal`` and ``-shm`` files the same mode), because events can carry personal data. All
     processes sharing a spool must therefore run as the same user.
+
+    Destinations: ``destination`` (see :func:`destination_of`) is whose rows this object sees.
+    It appends rows of that destination, and claims, peeks, counts and evicts only rows of that
+    destination and the legacy rows of destination ``''``. The default, ``''``, is not bound
+    to a destination: it sees every row of the file (for tools and tests), and its rows are
+    anyone's. ``max_bytes`` still bounds the whole file (see :meth:`append`).
     """
 
     def __init__(
@@ -223,6 +288,7 @@ class Spool:
         max_bytes: int = 64 * 1024 * 1024,
         lease_seconds: float = 60.0,
         clock: Callable[[], float] = time.time,
+        destination: str = "",
     ) -> None:
         """Open (or create) the spool at ``path``.
 
@@ -236,17 +302,24 @@ class Spool:
         the rows, assuming their owner died. It must exceed the longest send, or the sender must
         :meth:`renew`. ``clock`` is the wall clock (``time.time``), shared by all processes on
         the host, because leases are compared across processes; tests inject a fake one.
+        ``destination`` is whose rows this object sees (see the class).
         """
         if max_bytes <= 0:
             raise ValueError(f"max_bytes must be positive, not {max_bytes!r}")
         if lease_seconds <= 0:
             raise ValueError(f"lease_seconds must be positive, not {lease_seconds!r}")
+        if not isinstance(destination, str):
+            raise TypeError(f"destination must be a str, not {type(destination).__name__}")
         self._path = os.path.abspath(os.fspath(path))
         self._max_bytes = max_bytes
         self._lease_seconds = float(lease_seconds)
         self._clock = clock
         self._lock = threading.Lock()
-        self._owner = _new_owner()
+        self._destination = destination
+        # The destinations whose rows this object acts on; None: every row (not bound).
+        self._scope: Optional[tuple[str, ...]] = (destination, "") if destination else None
+        self._identity = _this_process_identity()
+        self._owner = _owner_id(self._identity)
         self._pid = os.getpid()
         self._closed = False
         self._close_when_free = False  # close() came while another thread held the lock
@@ -268,8 +341,15 @@ class Spool:
 
     @property
     def owner(self) -> str:
-        """This object's lease owner id, ``"<pid>-<8 hex>"``, new after a fork."""
+        """This object's lease owner id, new after a fork: ``"<pid>-<start time>-<namespace
+        digest>-<8 hex>"``, or ``"<pid>-<8 hex>"`` where this process cannot be identified
+        (not Linux), whose leases are then never judged dead (see :func:`_owner_id`)."""
         return self._owner
+
+    @property
+    def destination(self) -> str:
+        """Whose rows this object sees (see :func:`destination_of`); ``''``: every row."""
+        return self._destination
 
     @property
     def closed(self) -> bool:
@@ -285,26 +365,29 @@ class Spool:
     ) -> Appended:
         """Store ``items`` (in order, after everything already stored) in one transaction.
 
-        Returns the new rows' ids, and the rows evicted to keep the stored bytes within
-        ``max_bytes``: the
-        oldest stored rows that nobody holds a live lease on (unleased, or leased and expired),
-        since during an outage the newest events are the ones worth keeping. Rows under a live
-        lease are being sent right now and are never evicted, and the new rows are always
-        stored, so the bound is best effort: the spool can exceed it by the leased rows plus
+        Returns the new rows' ids, and the rows evicted to keep the stored bytes of the whole
+        file within ``max_bytes``: this destination's (and legacy) oldest stored rows that
+        nobody holds a live lease on (unleased, or leased and expired), since during an outage
+        the newest events are the ones worth keeping. Rows under a live lease are being sent
+        right now and are never evicted, rows of other destinations are never evicted (they are
+        not this client's to report), and the new rows are always stored, so the bound is best
+        effort: the file can exceed it by the leased rows, the other destinations' rows, and
         this call's items, until the next append evicts again. The transport reports the
         evicted rows as dropped (``spool_full``), with their bytes when ``evicted_data`` asks
         for them (someone is to be told what they were).
         """
         if not items:
             return Appended((), ())
-        rows = [(len(item), item) for item in items]
+        rows = [(len(item), self._destination, item) for item in items]
         with self._write(timeout) as conn:
             (stored,) = conn.execute("SELECT bytes FROM totals WHERE singleton = 0").fetchone()
-            excess = int(stored) + sum(size for size, _ in rows) - self._max_bytes
+            excess = int(stored) + sum(size for size, _, _ in rows) - self._max_bytes
             evicted: list[SpooledMessage] = []
             if excess > 0:
                 evicted = self._evict(conn, excess, self._clock(), evicted_data)
-            conn.executemany("INSERT INTO messages (size, data) VALUES (?, ?)", rows)
+            conn.executemany(
+                "INSERT INTO messages (size, destination, data) VALUES (?, ?, ?)", rows
+            )
             # Under the write lock each new row got the next id: they are the last ones.
             (last,) = conn.execute("SELECT max(id) FROM messages").fetchone()
         return Appended(
@@ -323,29 +406,36 @@ class Spool:
     ) -> list[SpooledMessage]:
         """Lease the next batch to this owner and return it, oldest first.
 
-        Takes the oldest rows (by row id, so released and expired rows go out again before
-        newer ones) that have no live lease, up to ``max_count`` rows and while
-        ``sum(len(data)) + len(rows) + envelope_bytes < max_bytes``: the request body of
-        ``{"batch":[...],...}`` with one comma per message (one more than needed) stays under
-        the server's limit. The first row is taken even if it alone exceeds ``max_bytes``, so a
-        spool never gets stuck behind one row. Leases last ``lease_seconds`` from now. Returns
-        an empty list when nothing is available.
+        Takes this destination's (and legacy) oldest rows (by row id, so released and expired
+        rows go out again before newer ones) that have no live lease, up to ``max_count`` rows
+        and while ``sum(len(data)) + len(rows) + envelope_bytes < max_bytes``: the request body
+        of ``{"batch":[...],...}`` with one comma per message (one more than needed) stays
+        under the server's limit. The first row is taken even if it alone exceeds
+        ``max_bytes``, so a spool never gets stuck behind one row. Leases last
+        ``lease_seconds`` from now. Returns an empty list when nothing is available.
 
-        Selecting and leasing happen in one ``BEGIN IMMEDIATE`` transaction, which holds the
-        database's write lock from the start, so no other process can claim the same rows.
+        First, the live leases of owners known to be dead (see :func:`_owner_is_dead`) are
+        ended, whatever their destination, so what a killed process held goes out now rather
+        than when its lease runs out. Judging, selecting and leasing happen in one
+        ``BEGIN IMMEDIATE`` transaction, which holds the database's write lock from the start,
+        so no other process can claim the same rows.
         """
         if max_count <= 0:
             return []
         with self._write(timeout) as conn:
             now = self._clock()
-            bounds = _next_batch(conn, now, 0, max_count, max_bytes, envelope_bytes)
-            if bounds is None:
-                return []
-            rows = _rows_between(conn, *bounds, now)
-            conn.execute(
-                "UPDATE messages SET lease_owner = ?, lease_until = ?"
-                " WHERE id BETWEEN ? AND ? AND lease_until <= ?",
-                (self._owner, now + self._lease_seconds, *bounds, now),
+            conn.executemany(
+                "UPDATE messages SET lease_until = 0, lease_owner = NULL"
+                " WHERE lease_until > 0 AND lease_owner = ?",
+                [(owner,) for owner in self._dead_owners(conn, now)],
+            )
+            with closing(_claimable(conn, self._scope, now, 0)) as candidates:
+                chosen = _choose(candidates, max_count, max_bytes, envelope_bytes)
+            rows = _read(conn, chosen)
+            until = now + self._lease_seconds
+            conn.executemany(
+                "UPDATE messages SET lease_owner = ?, lease_until = ? WHERE id = ?",
+                [(self._owner, until, row_id) for row_id in chosen],
             )
         return rows
 
@@ -363,14 +453,17 @@ class Spool:
 
         For a spool that cannot be written (the disk is full): its rows can still be sent,
         and deleted once there is room again. Without a lease another process may send the
-        same rows too: delivery stays at least once.
+        same rows too: delivery stays at least once. Rows leased by an owner known to be dead
+        count as unleased here (their leases cannot be ended without a write).
         """
         if max_count <= 0:
             return []
         with self._locked(timeout) as conn:
             now = self._clock()
-            bounds = _next_batch(conn, now, after, max_count, max_bytes, envelope_bytes)
-            return [] if bounds is None else _rows_between(conn, *bounds, now)
+            dead = self._dead_owners(conn, now)
+            with closing(_claimable(conn, self._scope, now, after, dead)) as candidates:
+                chosen = _choose(candidates, max_count, max_bytes, envelope_bytes)
+            return _read(conn, chosen)
 
     def delete(self, row_ids: Sequence[int], *, timeout: Optional[float] = None) -> None:
         """Remove rows that were delivered (or failed for good), whoever holds them now.
@@ -419,11 +512,14 @@ class Spool:
             )
 
     def count(self, *, timeout: Optional[float] = None) -> int:
-        """Rows stored, leased or not (by every process sharing the file)."""
+        """Rows stored for this destination and legacy rows (every row when not bound to a
+        destination), leased or not, by every process sharing the file: what is still kept
+        for a client. Read from tallies the triggers keep, never by a scan."""
         return self._total("rows", timeout)
 
     def size_bytes(self, *, timeout: Optional[float] = None) -> int:
-        """Sum of the stored messages' sizes (what ``max_bytes`` bounds), leased or not."""
+        """Sum of the sizes of the messages :meth:`count` counts, leased or not (when not bound
+        to a destination: of the whole file, what ``max_bytes`` bounds)."""
         return self._total("bytes", timeout)
 
     def quarantine(self, *, timeout: Optional[float] = None) -> Optional[str]:
@@ -484,7 +580,8 @@ class Spool:
         transport sends directly. The inherited connection is neither used nor closed
         (closing may checkpoint and delete the WAL under the parent); it is kept referenced
         forever (a small one-time leak). The lock is replaced, since a thread of the parent
-        may have held it at the fork. A new owner id keeps the parent's leases the parent's.
+        may have held it at the fork. A new owner id keeps the parent's leases the parent's
+        (and names the child, so that its leases end at once if it dies).
         """
         if self._pid == os.getpid():
             return
@@ -495,7 +592,8 @@ class Spool:
         self._lock = threading.Lock()
         self._held_for_fork = False
         self._close_when_free = False
-        self._owner = _new_owner()
+        self._identity = _this_process_identity()
+        self._owner = _owner_id(self._identity)
         self._pid = os.getpid()
 
     def __enter__(self) -> Spool:
@@ -617,74 +715,127 @@ class Spool:
             self._lock.release()
 
     def _total(self, column: str, timeout: Optional[float]) -> int:
+        """``rows`` or ``bytes``: of the whole file when not bound to a destination, else of
+        this destination's and the legacy rows."""
         with self._locked(timeout) as conn:
-            row = conn.execute(f"SELECT {column} FROM totals WHERE singleton = 0").fetchone()
+            if self._scope is None:
+                row = conn.execute(f"SELECT {column} FROM totals WHERE singleton = 0").fetchone()
+            else:
+                marks = ", ".join("?" * len(self._scope))
+                row = conn.execute(
+                    f"SELECT coalesce(sum({column}), 0) FROM tallies"
+                    f" WHERE destination IN ({marks})",
+                    self._scope,
+                ).fetchone()
         return int(row[0])
+
+    def _dead_owners(self, conn: sqlite3.Connection, now: float) -> list[str]:
+        """The owners, other than this one, of live leases who are known to be dead: each
+        distinct owner judged once, from the few leased rows (a partial index holds them)."""
+        if self._identity is None:
+            return []  # this process cannot judge anyone (see _owner_is_dead)
+        owners = conn.execute(
+            "SELECT DISTINCT lease_owner FROM messages"
+            " WHERE lease_until > 0 AND lease_until > ? AND lease_owner IS NOT NULL",
+            (now,),
+        ).fetchall()
+        return [
+            str(owner)
+            for (owner,) in owners
+            if owner != self._owner and _owner_is_dead(str(owner), self._identity)
+        ]
 
     def _evict(
         self, conn: sqlite3.Connection, excess: int, now: float, with_data: bool
     ) -> list[SpooledMessage]:
-        """Delete the oldest rows without a live lease until ``excess`` bytes are freed (or no
-        such row is left); return them (their bytes only ``with_data``)."""
+        """Delete this destination's (and legacy) oldest rows without a live lease until
+        ``excess`` bytes are freed (or no such row is left); return them (their bytes only
+        ``with_data``)."""
         freed = 0
-        evicted: list[SpooledMessage] = []
-        columns = "id, size, data" if with_data else "id, size, NULL"
-        cursor = conn.execute(
-            f"SELECT {columns} FROM messages WHERE lease_until <= ? ORDER BY id", (now,)
-        )
-        try:
-            for row_id, size, data in cursor:
-                freed += int(size)
-                evicted.append(SpooledMessage(int(row_id), bytes(data or b"")))
+        chosen: list[int] = []
+        with closing(_claimable(conn, self._scope, now, 0)) as candidates:
+            for row_id, size in candidates:
+                chosen.append(row_id)
+                freed += size
                 if freed >= excess:
                     break
-        finally:
-            cursor.close()
-        if evicted:
-            # Exactly the rows read above: the write lock is held since they were read.
-            conn.execute(
-                "DELETE FROM messages WHERE id <= ? AND lease_until <= ?",
-                (evicted[-1].row_id, now),
-            )
+        if with_data:
+            evicted = _read(conn, chosen)
+        else:
+            evicted = [SpooledMessage(row_id, b"") for row_id in chosen]
+        # Exactly the rows read above: the write lock is held since they were read.
+        conn.executemany("DELETE FROM messages WHERE id = ?", [(row_id,) for row_id in chosen])
         return evicted
 
 
-def _next_batch(
+def _claimable(
     conn: sqlite3.Connection,
+    scope: Optional[tuple[str, ...]],
     now: float,
     after: int,
-    max_count: int,
-    max_bytes: int,
-    envelope_bytes: int,
-) -> Optional[tuple[int, int]]:
-    """The first and last ids of the next batch among the unleased rows after ``after`` (see
-    :meth:`Spool.claim` for the bounds), or ``None`` when there is none."""
-    candidates = conn.execute(
-        "SELECT id, size FROM messages WHERE id > ? AND lease_until <= ? ORDER BY id LIMIT ?",
-        (after, now, max_count),
-    ).fetchall()
-    if not candidates:
-        return None
-    first = last = int(candidates[0][0])
-    body = envelope_bytes + int(candidates[0][1]) + 1
-    for row_id, size in candidates[1:]:
-        body += int(size) + 1
-        if body >= max_bytes:
+    dead: Sequence[str] = (),
+) -> Generator[tuple[int, int], None, None]:
+    """``(id, size)`` of the rows after id ``after`` without a live lease (or leased by one of
+    the ``dead`` owners), oldest first, of the destinations in ``scope`` (None: every row).
+
+    Read lazily, so a caller that stops early reads no further. One ordered index scan per
+    destination, merged here: SQLite would sort the rows of ``destination IN (...)`` by id
+    before returning the first one. Close it (``contextlib.closing``) before writing.
+    """
+    lease = "lease_until <= ?"
+    if dead:
+        lease = f"(lease_until <= ? OR lease_owner IN ({', '.join('?' * len(dead))}))"
+    if scope is None:
+        cursors = [
+            conn.execute(
+                f"SELECT id, size FROM messages WHERE id > ? AND {lease} ORDER BY id",
+                (after, now, *dead),
+            )
+        ]
+    else:
+        cursors = [
+            conn.execute(
+                "SELECT id, size FROM messages INDEXED BY messages_destination"
+                f" WHERE destination = ? AND id > ? AND {lease} ORDER BY id",
+                (destination, after, now, *dead),
+            )
+            for destination in scope
+        ]
+    try:
+        for row_id, size in heapq.merge(*cursors):
+            yield int(row_id), int(size)
+    finally:
+        for cursor in cursors:
+            cursor.close()
+
+
+def _choose(
+    candidates: Iterable[tuple[int, int]], max_count: int, max_bytes: int, envelope_bytes: int
+) -> list[int]:
+    """The ids of the next batch among ``candidates`` (oldest first); see :meth:`Spool.claim`
+    for the bounds. Stops reading as soon as the batch is full."""
+    chosen: list[int] = []
+    body = envelope_bytes
+    for row_id, size in candidates:
+        body += size + 1
+        if chosen and body >= max_bytes:
             break
-        last = int(row_id)
-    return first, last
+        chosen.append(row_id)
+        if len(chosen) >= max_count:
+            break
+    return chosen
 
 
-def _rows_between(
-    conn: sqlite3.Connection, first: int, last: int, now: float
-) -> list[SpooledMessage]:
-    """The unleased rows with ids in ``[first, last]``: exactly the batch :func:`_next_batch`
-    chose, when read in the same transaction."""
-    rows = conn.execute(
-        "SELECT id, data FROM messages WHERE id BETWEEN ? AND ? AND lease_until <= ? ORDER BY id",
-        (first, last, now),
-    ).fetchall()
-    return [SpooledMessage(int(row_id), bytes(data)) for row_id, data in rows]
+def _read(conn: sqlite3.Connection, row_ids: Sequence[int]) -> list[SpooledMessage]:
+    """The rows ``row_ids`` with their bytes, in that order; a row deleted meanwhile (only
+    possible outside a write transaction, as in :meth:`Spool.peek`) is left out. One lookup
+    by id per row: the rows of other destinations between them are never read."""
+    rows: list[SpooledMessage] = []
+    for row_id in row_ids:
+        found = conn.execute("SELECT data FROM messages WHERE id = ?", (row_id,)).fetchone()
+        if found is not None:
+            rows.append(SpooledMessage(row_id, bytes(found[0])))
+    return rows
 
 
 def _wait(timeout: Optional[float]) -> float:
@@ -711,8 +862,127 @@ def _rollback(conn: sqlite3.Connection) -> None:
             pass
 
 
-def _new_owner() -> str:
-    return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+def destination_of(write_key: Optional[str], url: str) -> str:
+    """The destination of a client that sends with ``write_key`` to ``url`` (the full endpoint,
+    host and path): 32 hex digits of a SHA-256 of both.
+
+    Why a digest: a spool row must say where it goes, so that a client never sends another
+    key's or another host's events, but the file must not hold the key (it is a credential,
+    and the file outlives the process, gets copied, and is quarantined for people to read).
+    128 bits tell destinations apart; the key cannot be read back from them.
+    """
+    return hashlib.sha256(f"{write_key or ''}\0{url}".encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class _Identity:
+    """Who a process is, for judging whether it is alive: its pid, its start time (clock ticks
+    after boot: a reused pid has another), and a digest of the host's boot and its pid and time
+    namespaces (pids and start times are comparable only within the same ones)."""
+
+    pid: int
+    started: int
+    namespace: str
+
+
+def _process_status(pid: int) -> Optional[tuple[str, int]]:
+    """The state letter and start time (field 3 and field 22 of ``/proc/<pid>/stat``) of
+    process ``pid``, or ``None`` when there is no such process. Linux only.
+
+    The command name (field 2) may hold spaces and parentheses, so the fields are counted from
+    the last ``)``. Raises ``OSError`` or ``ValueError`` when it cannot be read or parsed.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            raw = file.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = raw[raw.rindex(b")") + 1 :].split()  # fields[0] is field 3
+    return fields[0].decode("ascii"), int(fields[19])
+
+
+def _this_process_identity() -> Optional[_Identity]:
+    """This process's :class:`_Identity`, or ``None`` where it cannot be told for sure: not
+    Linux, no ``/proc``, or a ``/proc`` of another pid namespace than ours (then the pids we
+    would look up there are not the ones we compare).
+
+    The boot id (``/proc/sys/kernel/random/boot_id``, the host's, also inside a container)
+    and the inode of ``/proc/self/ns/pid`` (and of ``ns/time``, which shifts start times)
+    make sure that a process in another container or on another host sharing the file is
+    never judged by pids that are not ours: their namespace digest differs.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    pid = os.getpid()
+    try:
+        if os.readlink("/proc/self") != str(pid):
+            return None
+        status = _process_status(pid)
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as file:
+            boot = file.read().strip()
+        pid_namespace = os.stat("/proc/self/ns/pid").st_ino
+        try:
+            time_namespace = os.stat("/proc/self/ns/time").st_ino
+        except FileNotFoundError:
+            time_namespace = 0  # a kernel without time namespaces
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if status is None or not boot:
+        return None
+    digest = hashlib.sha256(f"{boot}/{pid_namespace}/{time_namespace}".encode()).hexdigest()
+    return _Identity(pid, status[1], digest[:16])
+
+
+def _owner_id(identity: Optional[_Identity]) -> str:
+    """A new lease owner id for this process (one per :class:`Spool` object and fork).
+
+    ``"<pid>-<start time>-<namespace digest>-<8 hex>"`` when the process is identified, so
+    that another process can tell it is dead (:func:`_owner_is_dead`); otherwise the old
+    ``"<pid>-<8 hex>"``, which is never judged. Always starts with ``"<pid>-"``.
+    """
+    tag = uuid.uuid4().hex[:8]
+    if identity is None:
+        return f"{os.getpid()}-{tag}"
+    return f"{identity.pid}-{identity.started}-{identity.namespace}-{tag}"
+
+
+def _parse_owner(owner: str) -> Optional[_Identity]:
+    """The identity an owner id records, or ``None`` for an id that cannot be judged (the old
+    form, or anything else: ids are read from a shared file and checked strictly)."""
+    match = _JUDGED_OWNER.fullmatch(owner)
+    if match is None:
+        return None
+    return _Identity(int(match[1]), int(match[2]), match[3])
+
+
+def _owner_is_dead(owner: str, here: Optional[_Identity]) -> bool:
+    """True only when ``owner`` is provably dead, as seen by the process ``here``.
+
+    Provably: the owner runs on this host in this process's namespaces (else its pid means
+    nothing here), and either no process has its pid, or that process is a zombie (it will
+    never send or renew), or it started at another time (the pid was reused). Whenever that
+    cannot be told (another namespace, an old-form id, an unreadable ``/proc``), the answer
+    is False and the lease runs out as it always did.
+    """
+    theirs = _parse_owner(owner)
+    if here is None or theirs is None or theirs.namespace != here.namespace:
+        return False
+    try:
+        os.kill(theirs.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # it exists, and belongs to another user
+    except OSError:
+        return False
+    try:
+        status = _process_status(theirs.pid)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    if status is None:
+        return True  # it exited since
+    state, started = status
+    return state in ("Z", "X") or started != theirs.started
 
 
 def _connect(path: str, timeout: float) -> sqlite3.Connection:
@@ -720,7 +990,7 @@ def _connect(path: str, timeout: float) -> sqlite3.Connection:
 
     An existing spool is only read here (its journal mode and layout version), which takes no
     lock, so another process in the middle of a write does not hold this up; only creating
-    the schema waits for the write lock, at most ``timeout``.
+    the schema (or migrating a layout-1 file) waits for the write lock, at most ``timeout``.
     """
     directory = os.path.dirname(path)
     if directory:
@@ -741,9 +1011,9 @@ def _connect(path: str, timeout: float) -> sqlite3.Connection:
         if _version(conn, path) < SCHEMA_VERSION:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                if _version(conn, path) < SCHEMA_VERSION:  # nobody created it meanwhile
-                    for statement in _SCHEMA:
-                        conn.execute(statement)
+                version = _version(conn, path)
+                if version < SCHEMA_VERSION:  # nobody created or migrated it meanwhile
+                    _lay_out(conn, version)
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
@@ -752,6 +1022,26 @@ def _connect(path: str, timeout: float) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _lay_out(conn: sqlite3.Connection, version: int) -> None:
+    """Bring a file of layout ``version`` (0: a new, empty file) to ``SCHEMA_VERSION``, inside
+    the caller's transaction.
+
+    Layout 1 is migrated in place: its rows get the destination ``''`` (anyone's, since which
+    key and host they were meant for was not recorded), are counted as such, and are indexed.
+    That reads the whole file once. Layout-1 code refuses the migrated file when it opens it
+    (a newer layout), but a process that had it open already keeps working on it (its rows
+    get ``''`` too) and claims every destination's rows: upgrade the processes sharing a file
+    together.
+    """
+    for statement in _NEW_FILE if version == 0 else _FROM_LAYOUT_1:
+        conn.execute(statement)
+    for statement in _LAYOUT_2:
+        conn.execute(statement)
+    if version == 1:
+        conn.execute(_TALLY_LAYOUT_1)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _version(conn: sqlite3.Connection, path: str) -> int:
