@@ -24,6 +24,7 @@ from helpers import (
     run_python,
     wait_until,
 )
+from outages import outages
 
 from htevents_logging import HtEvents
 from htevents_logging._transport.spool import Spool
@@ -113,14 +114,17 @@ def keep_in_spool(path: str, down_url: str, write_key: str, n: int) -> None:
         assert spool.count() == n
 
 
-def test_a_damaged_spool_is_moved_aside_and_what_comes_after_is_delivered(
-    collector, path, down_url, write_key, caplog
-):
+def test_a_damaged_spool_is_moved_aside_and_what_comes_after_is_delivered(path, write_key, caplog):
     # Regression: with 4 KB of garbage in a 300-event file, the readable events went out, then
     # every claim failed; new events were appended behind the bad page and never delivered.
-    keep_in_spool(path, down_url, write_key, 300)
-    damage_spool(path)
+    with outages(1) as [outage]:  # kept rows go to the same key and URL only
+        keep_in_spool(path, outage.url, write_key, 300)
+        damage_spool(path)
+        collector = outage.end(write_key)
+        damaged_then_delivered(path, collector, write_key, caplog)
 
+
+def damaged_then_delivered(path, collector, write_key, caplog) -> None:
     client = HtEvents(write_key, host=collector.url, spool_path=path, flush_interval=0.05)
     for i in range(10):
         client.track(user_id="u", event=f"after {i}")
