@@ -88,7 +88,7 @@ def at_exit() -> None:
     for path, count in registry.kept_in_spools().items():
         print(
             f"htevents-logging: {count} message(s) are kept in the spool {path}; the next "
-            "process with the same spool_path sends them",
+            "process with the same spool_path, write key and host sends them",
             file=sys.stderr,
         )
 
