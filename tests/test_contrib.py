@@ -7,6 +7,7 @@ servers (uvicorn, gunicorn, uWSGI) run in ``tests/deploy``.
 from __future__ import annotations
 
 import asyncio
+import collections
 from typing import Any
 
 import pytest
@@ -60,13 +61,11 @@ class Server:
     """Plays an ASGI server's side of one connection: what it sends, and what it got back."""
 
     def __init__(self, *messages: dict[str, Any]) -> None:
-        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        for message in messages:
-            self.inbox.put_nowait(message)
+        self.inbox = collections.deque(messages)
         self.sent: list[dict[str, Any]] = []
 
     async def receive(self) -> dict[str, Any]:
-        return await self.inbox.get()
+        return self.inbox.popleft()
 
     async def send(self, message: dict[str, Any]) -> None:
         self.sent.append(message)
