@@ -18,12 +18,46 @@ import requests
 from ._redact import redact_write_key
 from .typing import BeforeSend, ErrorHandler
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PATH", "WRITE_KEY_ENV", "Settings"]
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PATH",
+    "ENVIRONMENT",
+    "WRITE_KEY_ENV",
+    "MissingWriteKey",
+    "Settings",
+    "env_flag",
+]
 
 DEFAULT_HOST = "https://us-east-1.hightouch-events.com"
 DEFAULT_PATH = "/v1/batch"
 #: The environment variable the write key is read from when none is given.
 WRITE_KEY_ENV = "HT_WRITE_KEY"
+
+#: The environment variables a setting falls back on when it is not given (12-factor: the
+#: same code, configured per deployment). One table for every front-end and the command line.
+ENVIRONMENT: dict[str, str] = {
+    "write_key": WRITE_KEY_ENV,
+    "host": "HT_HOST",
+    "path": "HT_PATH",
+    "disable": "HT_DISABLE",
+    "gzip": "HT_GZIP",
+    "debug": "HT_DEBUG",
+}
+_FLAGS = frozenset({"disable", "gzip", "debug"})
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+class MissingWriteKey(ValueError):
+    """No write key was given nor found in ``HT_WRITE_KEY``, and sending is not disabled."""
+
+
+def env_flag(variable: str, text: str) -> bool:
+    """An on/off environment variable's value; ``ValueError`` naming it for anything else."""
+    value = text.strip().lower()
+    if value not in _TRUE + _FALSE:
+        raise ValueError(f"{variable}={text!r} is not one of 1/0, true/false, yes/no, on/off")
+    return value in _TRUE
 
 
 def _without_password(url: str) -> str:
@@ -96,7 +130,8 @@ class Settings:
 
     @classmethod
     def create(cls, *, require_key: bool = True, **kwargs: Any) -> Settings:
-        """Apply defaults, read ``HT_WRITE_KEY`` when no key is given, and validate.
+        """Apply defaults, read the environment (``ENVIRONMENT``) for what is not given, and
+        validate.
 
         Raises ``TypeError`` for an unknown setting or a value of the wrong type, and
         ``ValueError`` for a value out of range; the message names the setting.
@@ -110,8 +145,10 @@ class Settings:
                 f"unknown setting(s) {', '.join(unknown)}; "
                 f"the settings are {', '.join(sorted(known))}"
             )
-        if kwargs.get("write_key") is None:
-            kwargs["write_key"] = os.environ.get(WRITE_KEY_ENV) or None
+        for name, variable in ENVIRONMENT.items():
+            text = os.environ.get(variable)
+            if kwargs.get(name) is None and text:
+                kwargs[name] = env_flag(variable, text) if name in _FLAGS else text
         spool_path = kwargs.get("spool_path")
         if spool_path is not None:
             if not isinstance(spool_path, (str, os.PathLike)):
@@ -139,7 +176,7 @@ class Settings:
         if key is not None and (not isinstance(key, str) or not key.strip()):
             raise ValueError("write_key must be a non-empty string")
         if key is None and not self.disable and require_key:
-            raise ValueError(
+            raise MissingWriteKey(
                 "write_key is required: pass HtEvents(write_key=...) or set the "
                 f"{WRITE_KEY_ENV} environment variable (or pass disable=True to send nothing)"
             )

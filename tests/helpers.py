@@ -18,7 +18,15 @@ from typing import Any, Callable, Optional
 REPO = Path(__file__).resolve().parent.parent
 
 #: The settings the CLI and the examples read from the environment.
-SETTINGS_ENV = ("HT_WRITE_KEY", "HT_HOST", "HT_PATH", "HT_GZIP", "HT_TIMEOUT")
+SETTINGS_ENV = (
+    "HT_WRITE_KEY",
+    "HT_HOST",
+    "HT_PATH",
+    "HT_DISABLE",
+    "HT_GZIP",
+    "HT_DEBUG",
+    "HT_TIMEOUT",
+)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 5.0) -> bool:

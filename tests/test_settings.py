@@ -27,6 +27,40 @@ def test_write_key_comes_from_the_environment(monkeypatch):
     assert Settings.create().write_key == KEY
 
 
+def test_every_front_end_reads_the_environment_for_what_it_is_not_given(monkeypatch):
+    monkeypatch.setenv("HT_WRITE_KEY", KEY)
+    monkeypatch.setenv("HT_HOST", "http://127.0.0.1:9")
+    monkeypatch.setenv("HT_PATH", "/v2/batch")
+    monkeypatch.setenv("HT_GZIP", "yes")
+    monkeypatch.setenv("HT_DEBUG", "0")
+    settings = Settings.create()
+    assert (settings.url, settings.gzip, settings.debug) == (
+        "http://127.0.0.1:9/v2/batch",
+        True,
+        False,
+    )
+    # What is given wins over the environment.
+    assert Settings.create(host="http://127.0.0.1:8", gzip=False).url.startswith(
+        "http://127.0.0.1:8"
+    )
+    assert Settings.create(gzip=False).gzip is False
+
+
+def test_ht_disable_turns_sending_off_in_tests_and_ci(monkeypatch):
+    monkeypatch.delenv("HT_WRITE_KEY", raising=False)
+    monkeypatch.setenv("HT_DISABLE", "1")
+    client = HtEvents()  # no key needed: nothing is sent
+    assert client.settings.disable is True
+    assert client.track(user_id="1", event="x")["event"] == "x"
+
+
+def test_an_on_off_variable_that_is_neither_is_refused_naming_it(monkeypatch):
+    monkeypatch.setenv("HT_WRITE_KEY", KEY)
+    monkeypatch.setenv("HT_GZIP", "maybe")
+    with pytest.raises(ValueError, match="HT_GZIP='maybe' is not one of 1/0"):
+        Settings.create()
+
+
 def test_missing_write_key_names_the_setting_and_the_variable(monkeypatch):
     monkeypatch.delenv("HT_WRITE_KEY", raising=False)
     with pytest.raises(ValueError, match=r"write_key.*HT_WRITE_KEY"):

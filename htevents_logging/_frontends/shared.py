@@ -11,7 +11,6 @@ built at once, on the calling thread, so tests see messages (and rejections) at 
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Mapping
@@ -21,7 +20,7 @@ from .._client import ClientSettings, HtEvents, keyless_client
 from .._diagnostics import warn_limited
 from .._encoding import bounded_dict
 from .._identity import Identity, current_identity
-from .._settings import WRITE_KEY_ENV
+from .._settings import MissingWriteKey
 from .._time import Timestamp
 from .._transport import Envelope
 from ..errors import MessageTooLargeError, Reason
@@ -72,9 +71,10 @@ def make_client(
     if not isinstance(payload_key, str) or not payload_key:
         raise TypeError(f"{front_end}: payload_key must be a non-empty str, got {payload_key!r}")
     if client is None:
-        if write_key is None and not os.environ.get(WRITE_KEY_ENV) and not settings.get("disable"):
+        try:
+            return HtEvents(write_key, **settings), True
+        except MissingWriteKey:
             return keyless_client(front_end, settings), True
-        return HtEvents(write_key, **settings), True
     if write_key is not None or settings:
         given = sorted([*settings, *(["write_key"] if write_key is not None else [])])
         raise TypeError(

@@ -14,23 +14,20 @@ from typing import Any, Optional
 from .._client import HtEvents
 from .._diagnostics import logger as package_logger
 from .._message import MESSAGE_TYPES
-from .._settings import DEFAULT_HOST, DEFAULT_PATH, WRITE_KEY_ENV
+from .._settings import DEFAULT_HOST, DEFAULT_PATH, ENVIRONMENT, env_flag
 from ..errors import Reason
 
 __all__ = ["add_parser", "run"]
 
 #: ``send`` falls back on these environment variables for the flags it was not given.
-ENV_WRITE_KEY = WRITE_KEY_ENV
-ENV_HOST = "HT_HOST"
-ENV_PATH = "HT_PATH"
-ENV_GZIP = "HT_GZIP"
-ENV_TIMEOUT = "HT_TIMEOUT"
+ENV_WRITE_KEY = ENVIRONMENT["write_key"]
+ENV_HOST = ENVIRONMENT["host"]
+ENV_PATH = ENVIRONMENT["path"]
+ENV_GZIP = ENVIRONMENT["gzip"]
+ENV_TIMEOUT = "HT_TIMEOUT"  # send's own: the bound on the whole send
 
 #: ``send --timeout`` default: the bound on the whole send, retries included.
 DEFAULT_SEND_TIMEOUT = 10.0
-
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off", "")
 
 
 class _UsageError(Exception):
@@ -123,10 +120,10 @@ def _send_client(args: argparse.Namespace, environ: Mapping[str, str]) -> HtEven
 
     gzip = args.gzip
     if gzip is None:
-        text = environ.get(ENV_GZIP, "").strip().lower()
-        if text not in _TRUE + _FALSE:
-            raise _UsageError(f"{ENV_GZIP}={text!r} is not one of 1/0, true/false, yes/no, on/off")
-        gzip = text in _TRUE
+        try:
+            gzip = env_flag(ENV_GZIP, environ.get(ENV_GZIP, ""))
+        except ValueError as exc:
+            raise _UsageError(str(exc)) from None
 
     timeout = args.timeout
     if timeout is None:
