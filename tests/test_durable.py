@@ -193,6 +193,8 @@ def test_the_spool_is_bounded_and_drops_the_oldest_counted(tmp_path, down_url, w
         assert all(error.reason == "spool_full" for error in outcomes.errors)
         told, unsettled = client._transport._exporter._awaiting.unsettled()
         assert len(told) == unsettled == 200 - dropped
+        # Each call counted once: an evicted message leaves the enqueued count as it is dropped.
+        assert client.stats()["enqueued"] + client.stats()["dropped"] == 200
     finally:
         client.close(1)
 
