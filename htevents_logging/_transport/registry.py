@@ -81,6 +81,14 @@ def release(outlet: Outlet, timeout: float) -> bool:
     return done
 
 
+def _deadline(transports: list[Outlet], timeout: Optional[float]) -> float:
+    """One deadline for work on all ``transports``: ``timeout`` from now, or the largest
+    ``shutdown_timeout`` among them."""
+    if timeout is None:
+        timeout = max(t.settings.shutdown_timeout for t in transports)
+    return time.monotonic() + timeout
+
+
 def flush_all(timeout: Optional[float] = None) -> bool:
     """Flush every transport in use, together bounded by ``timeout`` (default: the largest
     ``shutdown_timeout``); True when everything queued was settled in time."""
@@ -88,9 +96,7 @@ def flush_all(timeout: Optional[float] = None) -> bool:
         transports: list[Outlet] = [*_transports.values(), *_finishing]
     if not transports:
         return True
-    if timeout is None:
-        timeout = max(t.settings.shutdown_timeout for t in transports)
-    deadline = time.monotonic() + timeout
+    deadline = _deadline(transports, timeout)
     flushed = True
     for transport in transports:
         flushed = transport.flush(max(0.0, deadline - time.monotonic())) and flushed
@@ -107,9 +113,7 @@ def close_all(timeout: Optional[float] = None) -> int:
         _finishing.clear()
     if not transports:
         return 0
-    if timeout is None:
-        timeout = max(t.settings.shutdown_timeout for t in transports)
-    deadline = time.monotonic() + timeout
+    deadline = _deadline(transports, timeout)
     left = 0
     for transport in transports:
         failed_before = transport.failed_at_deadline()
