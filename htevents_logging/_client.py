@@ -16,12 +16,14 @@ from typing_extensions import TypedDict, Unpack
 
 from ._diagnostics import enable_debug_output, log, warn_limited
 from ._encoding import MAX_MESSAGE_BYTES, dumps
+from ._flushing import off_the_loop
 from ._identity import Identity
 from ._lifecycle import notice_fork, watch_sigterm
 from ._message import CURRENT_IDENTITY, MessageFields, build_message
 from ._redact import redact_write_key
 from ._settings import WRITE_KEY_ENV, Settings
 from ._time import Timestamp
+from ._tracing import trace_context
 from ._transport import Envelope, Outlet, Queueable, acquire, release
 from ._transport.ledger import Ledger
 from .errors import MessageTooLargeError, Reason
@@ -31,7 +33,8 @@ __all__ = ["ClientSettings", "HtEvents"]
 
 
 class ClientSettings(TypedDict, total=False):
-    """The keyword settings of :class:`HtEvents` (defaults in the README's settings table)."""
+    """The keyword settings of :class:`HtEvents` (defaults in the README's settings table),
+    and the seed's camelCase aliases (times in milliseconds there)."""
 
     host: str
     path: str
@@ -59,6 +62,14 @@ class ClientSettings(TypedDict, total=False):
     verify: Union[bool, str]
     cert: Optional[Union[str, tuple[str, str]]]
     session: Optional[requests.Session]
+    sync_mode: bool
+    capture_trace_context: bool
+    # The Node SDK's names (see _settings.SEED_NAMES): a configuration ports as a copy.
+    writeKey: str
+    maxRetries: int
+    maxEventsInBatch: int
+    flushInterval: float
+    httpRequestTimeout: float
 
 
 class HtEvents:
@@ -145,6 +156,7 @@ class HtEvents:
             callback=callback,
             event_default=event_default,
             timestamp_default=timestamp_default,
+            trace=trace_context() if self.settings.capture_trace_context else None,
         )
         if envelope is not None:
             self.enqueue(envelope)
@@ -160,13 +172,16 @@ class HtEvents:
         event_default: Optional[str] = None,
         timestamp_default: Optional[Timestamp] = None,
         identity: Optional[Identity] = CURRENT_IDENTITY,
+        trace: Optional[Mapping[str, str]] = None,
     ) -> tuple[Message, Optional[Envelope]]:
         """Build, check and encode a message; count it as ``rejected`` when that fails.
 
         This is the work the calling thread does for a direct call, and the transport thread
         does for a logged event (see :mod:`htevents_logging._frontends.shared`). The client's
         ``context`` and ``properties`` are merged in, then ``before_send`` runs; the envelope is
-        ``None`` when the hook dropped the message (counted and reported here).
+        ``None`` when the hook dropped the message (counted and reported here). ``trace`` is the
+        OpenTelemetry span the message was made in (``capture_trace_context``), read where
+        the call was made: it goes under everything the caller set in ``context``.
         """
         settings = self.settings
         try:
@@ -179,7 +194,9 @@ class HtEvents:
                 event_default=event_default,
                 timestamp_default=timestamp_default,
                 identity=identity,
-                context_defaults=settings.context,
+                context_defaults=settings.context
+                if trace is None
+                else {**trace, **(settings.context or {})},
                 properties_defaults=settings.properties,
             )
             if settings.before_send is not None:
@@ -335,6 +352,16 @@ class HtEvents:
             self._closed_cleanly = release(self._transport, self._timeout(timeout))
             return self._closed_cleanly
 
+    async def aflush(self, timeout: Optional[float] = None) -> bool:
+        """:meth:`flush` for asyncio code: ``await client.aflush()`` waits in a worker thread,
+        so the event loop goes on serving requests meanwhile (``flush`` would block it)."""
+        return await off_the_loop(self.flush, timeout)
+
+    async def aclose(self, timeout: Optional[float] = None) -> bool:
+        """:meth:`close` for asyncio code (a FastAPI lifespan, an ``async with``): waits in a
+        worker thread, without blocking the event loop."""
+        return await off_the_loop(self.close, timeout)
+
     def stats(self) -> dict[str, Any]:
         """Counts since start, for this client's (shared) transport.
 
@@ -365,6 +392,12 @@ class HtEvents:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    async def __aenter__(self) -> HtEvents:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
 
 def keyless_client(front_end: str, settings: ClientSettings) -> HtEvents:

@@ -10,9 +10,18 @@ from typing import Any, Callable, Optional, TypeVar
 from ._lifecycle import notice_fork
 from ._transport import registry
 
-__all__ = ["flush_after", "flush_all"]
+__all__ = ["flush_after", "flush_all", "off_the_loop"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+async def off_the_loop(function: Callable[..., T], *args: Any) -> T:
+    """Run a blocking ``function(*args)`` (a flush, a close) in a worker thread and await it:
+    the event loop goes on serving other tasks while it waits on the network."""
+    import asyncio
+
+    return await asyncio.get_running_loop().run_in_executor(None, function, *args)
 
 
 def flush_all(timeout: Optional[float] = None) -> bool:
@@ -37,12 +46,10 @@ def flush_after(function: F) -> F:
 
         @functools.wraps(function)
         async def flushing_coroutine(*args: Any, **kwargs: Any) -> Any:
-            import asyncio
-
             try:
                 return await function(*args, **kwargs)
             finally:
-                await asyncio.get_running_loop().run_in_executor(None, flush_all)
+                await off_the_loop(flush_all)
 
         return flushing_coroutine  # type: ignore[return-value]
 

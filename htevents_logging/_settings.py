@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
@@ -22,6 +23,7 @@ __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PATH",
     "ENVIRONMENT",
+    "SEED_NAMES",
     "WRITE_KEY_ENV",
     "MissingWriteKey",
     "Settings",
@@ -44,6 +46,20 @@ ENVIRONMENT: dict[str, str] = {
     "debug": "HT_DEBUG",
 }
 _FLAGS = frozenset({"disable", "gzip", "debug"})
+
+#: The Node SDK's camelCase setting names, accepted as aliases so that a configuration ports as
+#: a copy: each maps to its Python name, and to the factor its value is multiplied by (the
+#: seed counts time in milliseconds; Python, and this package, in seconds).
+SEED_NAMES: dict[str, tuple[str, Optional[float]]] = {
+    "writeKey": ("write_key", None),
+    "host": ("host", None),
+    "path": ("path", None),
+    "maxRetries": ("max_retries", None),
+    "maxEventsInBatch": ("max_events_in_batch", None),
+    "flushInterval": ("flush_interval", 0.001),
+    "httpRequestTimeout": ("http_request_timeout", 0.001),
+    "disable": ("disable", None),
+}
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
@@ -69,13 +85,34 @@ def _without_password(url: str) -> str:
     return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
 
 
-def _positive_number(name: str, value: Any, *, allow_zero: bool = False) -> float:
+def _positive_number(
+    name: str, value: Any, *, allow_zero: bool = False, unit: str = "seconds"
+) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+        raise TypeError(f"{name} must be a number of {unit}, not {type(value).__name__}")
     if value < 0 or (value == 0 and not allow_zero) or not math.isfinite(value):
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number of seconds {bound}, got {value!r}")
+        raise ValueError(f"{name} must be a finite number of {unit} {bound}, got {value!r}")
     return float(value)
+
+
+def _snake(name: str) -> str:
+    """``maxQueueSize`` -> ``max_queue_size``: for the hint on an unknown camelCase setting."""
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
+
+
+def _from_seed_names(kwargs: dict[str, Any]) -> None:
+    """Rename the seed's camelCase settings in ``kwargs`` (see :data:`SEED_NAMES`), turning
+    milliseconds into seconds; ``TypeError`` when a setting is given under both names."""
+    for seed, (name, factor) in SEED_NAMES.items():
+        if seed == name or seed not in kwargs:
+            continue
+        value = kwargs.pop(seed)
+        if kwargs.get(name) is not None:
+            raise TypeError(f"{seed} and {name} are the same setting: give one of them")
+        if factor is not None:
+            value = _positive_number(seed, value, unit="milliseconds") * factor
+        kwargs[name] = value
 
 
 def _int_at_least(name: str, value: Any, minimum: int) -> int:
@@ -95,8 +132,9 @@ class Settings:
     It is also the sharing key: front-ends whose settings are equal share one transport (one
     queue, one thread, one connection pool). Equality and the hash take every field except
     the few marked per-client (``disable``, ``on_error``, ``debug``, ``before_send``,
-    ``context``, ``properties``: the client applies them itself), so a new setting is part
-    of the key unless it says otherwise, and cannot be left out of it by mistake.
+    ``context``, ``properties``, ``capture_trace_context``: the client applies them itself),
+    so a new setting is part of the key unless it says otherwise, and cannot be left out of
+    it by mistake.
     """
 
     write_key: Optional[str]
@@ -124,6 +162,8 @@ class Settings:
     verify: Union[bool, str] = True
     cert: Optional[Union[str, tuple[str, str]]] = None
     session: Optional[requests.Session] = None
+    sync_mode: bool = False
+    capture_trace_context: bool = field(default=False, compare=False)  # per client
     before_send: Optional[BeforeSend] = field(default=None, compare=False)  # per client
     context: Optional[Mapping[str, Any]] = field(default=None, compare=False)  # per client
     properties: Optional[Mapping[str, Any]] = field(default=None, compare=False)  # per client
@@ -135,14 +175,22 @@ class Settings:
 
         Raises ``TypeError`` for an unknown setting or a value of the wrong type, and
         ``ValueError`` for a value out of range; the message names the setting.
-        ``require_key=False`` accepts settings without a key (a front-end configured without
-        one, which then sends nothing: see :func:`~.keyless.keyless_client`).
+        The seed's camelCase names (``writeKey``, ``flushInterval`` in milliseconds...: see
+        :data:`SEED_NAMES`) are accepted too. ``require_key=False`` accepts settings without a
+        key (a front-end configured without one, which then sends nothing: see
+        :func:`~.keyless.keyless_client`).
         """
+        _from_seed_names(kwargs)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(kwargs) - known)
         if unknown:
+            hints = [
+                f" ({name}: did you mean {_snake(name)}?)"
+                for name in unknown
+                if _snake(name) in known
+            ]
             raise TypeError(
-                f"unknown setting(s) {', '.join(unknown)}; "
+                f"unknown setting(s) {', '.join(unknown)}{''.join(hints)}; "
                 f"the settings are {', '.join(sorted(known))}"
             )
         for name, variable in ENVIRONMENT.items():
@@ -213,7 +261,7 @@ class Settings:
             raise TypeError(
                 f"session must be a requests.Session, not {type(self.session).__name__}"
             )
-        for flag in ("disable", "gzip", "debug", "trust_env"):
+        for flag in ("disable", "gzip", "debug", "trust_env", "sync_mode", "capture_trace_context"):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} must be True or False, not {getattr(self, flag)!r}")
         _positive_number("block_on_full", self.block_on_full, allow_zero=True)
@@ -229,6 +277,12 @@ class Settings:
             raise TypeError("on_error must be a callable on_error(error, messages)")
         if self.spool_path is not None and not isinstance(self.spool_path, (str, os.PathLike)):
             raise TypeError("spool_path must be a path")
+        if self.sync_mode and self.spool_path is not None:
+            raise ValueError(
+                "sync_mode and spool_path cannot be combined: with sync_mode each call is sent "
+                "before it returns, and a failure is told to its callback and on_error at once, "
+                "so there is nothing to keep; choose one"
+            )
 
     @property
     def url(self) -> str:

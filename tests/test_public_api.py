@@ -23,7 +23,7 @@ import htevents_logging.typing
 from htevents_logging import HtEvents, Reason
 from htevents_logging._client import ClientSettings
 from htevents_logging._message import _TYPE_FIELDS, MESSAGE_TYPES
-from htevents_logging._settings import Settings
+from htevents_logging._settings import SEED_NAMES, Settings
 from htevents_logging._transport.ledger import BY_REASON, COUNTERS
 from htevents_logging._transport.worker import BatchWorker
 
@@ -140,7 +140,8 @@ def test_delivery_errors_docstring_lists_every_reason_it_can_carry():
 
 def test_the_keyword_settings_match_the_settings_definition():
     fields = {field.name for field in dataclasses.fields(Settings)}
-    assert set(ClientSettings.__annotations__) == fields - {"write_key"}
+    renamed_seed_names = {seed for seed, (name, _) in SEED_NAMES.items() if seed != name}
+    assert set(ClientSettings.__annotations__) == fields - {"write_key"} | renamed_seed_names
 
 
 def test_the_settings_are_the_sharing_key():
@@ -155,7 +156,15 @@ def test_the_settings_are_the_sharing_key():
 
 def test_a_new_setting_is_part_of_the_sharing_key_unless_it_says_otherwise():
     per_client = {field.name for field in dataclasses.fields(Settings) if not field.compare}
-    assert per_client == {"disable", "on_error", "debug", "before_send", "context", "properties"}
+    assert per_client == {
+        "disable",
+        "on_error",
+        "debug",
+        "before_send",
+        "context",
+        "properties",
+        "capture_trace_context",
+    }
 
 
 def test_clients_with_equal_settings_share_one_transport():

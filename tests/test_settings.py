@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from htevents_logging import HtEvents
+from htevents_logging import HtEvents, HtEventsHandler, HtEventsProcessor
 from htevents_logging._settings import Settings
 
 KEY = "sk_live_0123456789abcdef"
@@ -102,8 +102,62 @@ def test_bad_settings_fail_at_construction_naming_the_setting(setting, value, er
 
 
 def test_unknown_setting_is_named():
-    with pytest.raises(TypeError, match="flushInterval"):
-        Settings.create(write_key=KEY, flushInterval=1)
+    with pytest.raises(TypeError, match="flushIntervall"):
+        Settings.create(write_key=KEY, flushIntervall=1)
+
+
+def test_an_unknown_camel_case_setting_gets_its_python_name_as_a_hint():
+    with pytest.raises(TypeError, match="maxQueueSize: did you mean max_queue_size"):
+        Settings.create(write_key=KEY, maxQueueSize=10)
+
+
+def test_the_seeds_camel_case_names_are_aliases_with_its_milliseconds():
+    ported = Settings.create(
+        writeKey=KEY,
+        host="http://127.0.0.1:9",
+        path="/v1/b",
+        maxRetries=1,
+        maxEventsInBatch=50,
+        flushInterval=2500,
+        httpRequestTimeout=3000,
+        disable=False,
+    )
+    assert ported == Settings.create(
+        write_key=KEY,
+        host="http://127.0.0.1:9",
+        path="/v1/b",
+        max_retries=1,
+        max_events_in_batch=50,
+        flush_interval=2.5,
+        http_request_timeout=3.0,
+    )
+    assert ported.flush_interval == 2.5
+
+
+def test_a_setting_given_under_both_names_is_refused():
+    with pytest.raises(TypeError, match="flushInterval and flush_interval are the same setting"):
+        Settings.create(write_key=KEY, flushInterval=1000, flush_interval=1.0)
+
+
+def test_a_seed_time_is_checked_in_milliseconds():
+    with pytest.raises(ValueError, match="flushInterval must be a finite number of milliseconds"):
+        Settings.create(write_key=KEY, flushInterval=0)
+    with pytest.raises(TypeError, match="httpRequestTimeout must be a number of milliseconds"):
+        Settings.create(write_key=KEY, httpRequestTimeout="10s")
+
+
+def test_every_front_end_takes_the_seed_names(closing):
+    client = closing(HtEvents(writeKey=KEY, flushInterval=60_000, disable=True))
+    assert client.settings.flush_interval == 60.0
+    handler = closing(HtEventsHandler(writeKey=KEY, maxEventsInBatch=7, disable=True))
+    assert handler.client.settings.max_events_in_batch == 7
+    processor = closing(HtEventsProcessor(writeKey=KEY, httpRequestTimeout=500, disable=True))
+    assert processor.client.settings.http_request_timeout == 0.5
+
+
+def test_sync_mode_and_spool_path_cannot_be_combined(tmp_path):
+    with pytest.raises(ValueError, match="sync_mode and spool_path cannot be combined"):
+        Settings.create(write_key=KEY, sync_mode=True, spool_path=str(tmp_path / "s.db"))
 
 
 def test_write_key_is_never_shown_in_full():

@@ -22,6 +22,7 @@ from .._encoding import bounded_dict
 from .._identity import Identity, current_identity
 from .._settings import MissingWriteKey
 from .._time import Timestamp
+from .._tracing import trace_context
 from .._transport import Envelope
 from ..errors import MessageTooLargeError, Reason
 from ..typing import Callback, ErrorHandler
@@ -158,6 +159,7 @@ class LogDraft:
         "payload",
         "payload_key",
         "timestamp",
+        "trace",
     )
 
     def __init__(
@@ -170,6 +172,7 @@ class LogDraft:
         identity: Optional[Identity],
         payload_key: str,
         origin: Origin,
+        trace: Optional[dict[str, str]] = None,
     ) -> None:
         self.client = client
         self.payload = payload
@@ -179,6 +182,7 @@ class LogDraft:
         self.identity = identity
         self.payload_key = payload_key
         self.origin = origin
+        self.trace = trace
         self.on_error: Optional[ErrorHandler] = client.settings.on_error
 
     def prepare(self) -> Optional[Envelope]:
@@ -191,6 +195,7 @@ class LogDraft:
                 event_default=self.event_default,
                 timestamp_default=self.timestamp,
                 identity=self.identity,
+                trace=self.trace,
             )
         except Exception as error:
             _report(error, self.payload_key, self.origin)
@@ -232,6 +237,7 @@ def send_payload(
                 identity(),
                 payload_key,
                 origin,
+                trace_context() if client.settings.capture_trace_context else None,
             )
     except Exception as error:  # a payload (or log message) that cannot even be read
         reject(client, error, payload_key, origin)

@@ -27,9 +27,19 @@ from .ledger import Ledger
 from .spool import Spool, destination_of
 from .worker import BatchWorker, is_transport_thread
 
-__all__ = ["InlineTransport", "KeylessTransport", "Outlet", "Transport", "install", "uninstall"]
+__all__ = [
+    "AFTER_CLOSE_WHY",
+    "InlineTransport",
+    "KeylessTransport",
+    "Outlet",
+    "OutletBase",
+    "Transport",
+    "install",
+    "uninstall",
+]
 
-_AFTER_CLOSE_WHY = "the client was closed; nothing more is sent"
+#: Why a message handed over after ``close()`` is dropped.
+AFTER_CLOSE_WHY = "the client was closed; nothing more is sent"
 
 # Exporters that take every message of every transport instead of its own (capture_events()).
 _installed: list[Exporter] = []
@@ -141,7 +151,7 @@ def _open_spool(settings: Settings) -> tuple[Optional[Spool], bool]:
         return spool, True  # busy: the thread finds out
 
 
-class _Outlet:
+class OutletBase:
     """What both transports share: the ledger, and handing every message to the installed
     exporters instead while there are any (``capture_events()``)."""
 
@@ -164,7 +174,7 @@ class _Outlet:
         raise NotImplementedError
 
 
-class Transport(_Outlet):
+class Transport(OutletBase):
     """Queue, batch and export for one set of settings, shared by the front-ends.
 
     It owns the lifecycle flags (started, closed) and the close signal; the worker owns the
@@ -212,7 +222,7 @@ class Transport(_Outlet):
     def _accept(self, item: Queueable) -> bool:
         """Queue one message without waiting; False (and reported) when it is dropped."""
         if self._closed:
-            self.drop(item, Reason.AFTER_CLOSE, _AFTER_CLOSE_WHY)
+            self.drop(item, Reason.AFTER_CLOSE, AFTER_CLOSE_WHY)
             return False
         if not self._started:
             why = self._start()
@@ -382,7 +392,7 @@ class Transport(_Outlet):
         call that raced ``close()``. True when there was none."""
         late = self._worker.take_late()
         for item in late:
-            self.drop(item, Reason.AFTER_CLOSE, _AFTER_CLOSE_WHY)
+            self.drop(item, Reason.AFTER_CLOSE, AFTER_CLOSE_WHY)
         return not late
 
     def reset_after_fork(self) -> None:
@@ -391,7 +401,7 @@ class Transport(_Outlet):
         self._setup()
 
 
-class InlineTransport(_Outlet):
+class InlineTransport(OutletBase):
     """A transport with no queue and no thread, for a disabled client: each message is built
     and checked on the calling thread and then discarded (or captured, while
     ``capture_events()`` is active)."""

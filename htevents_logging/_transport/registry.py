@@ -10,10 +10,14 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from .._settings import Settings
 from .pipeline import InlineTransport, KeylessTransport, Outlet, Transport
+from .synchronous import SyncTransport
+
+#: What the registry shares: a queue and its thread, or (``sync_mode``) a connection pool.
+Shared = Union[Transport, SyncTransport]
 
 __all__ = [
     "acquire",
@@ -27,12 +31,12 @@ __all__ = [
 ]
 
 _lock = threading.RLock()  # re-entrant: a signal handler may warn mid-update
-_transports: dict[Settings, Transport] = {}
+_transports: dict[Settings, Shared] = {}
 _users: dict[int, int] = {}  # clients using each shared transport, by its id()
 # Closed, but their thread is still finishing (closed under the logging lock): exit waits.
 _finishing: set[Outlet] = set()
 # Every transport ever made in this process, weakly: the fork hook renews the live ones.
-_everyone: weakref.WeakSet[Transport] = weakref.WeakSet()
+_everyone: weakref.WeakSet[Shared] = weakref.WeakSet()
 # Those of front-ends configured without a write key, for the exit report (kept: a replaced
 # handler's drops count too; each is a few hundred bytes, made once per configuration).
 _keyless: list[KeylessTransport] = []
@@ -41,7 +45,8 @@ _keyless: list[KeylessTransport] = []
 def acquire(settings: Settings) -> Outlet:
     """The shared transport for these settings (made on first use); pair with :func:`release`.
     A disabled client gets a transport of its own that sends nothing, and so does one without
-    a write key (which counts what it drops)."""
+    a write key (which counts what it drops). With ``sync_mode`` the shared transport sends on
+    the calling thread (:class:`~.synchronous.SyncTransport`)."""
     if settings.disable:
         return InlineTransport(settings)
     if settings.write_key is None:
@@ -52,7 +57,8 @@ def acquire(settings: Settings) -> Outlet:
     with _lock:
         transport = _transports.get(settings)
         if transport is None:
-            transport = _transports[settings] = Transport(settings)
+            made = SyncTransport if settings.sync_mode else Transport
+            transport = _transports[settings] = made(settings)
             _everyone.add(transport)
         _users[id(transport)] = _users.get(id(transport), 0) + 1
         return transport

@@ -19,11 +19,10 @@ Two things happen:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Mapping, MutableMapping
 from typing import Any, Callable, Optional
 
-from .._flushing import flush_all
+from .._flushing import flush_all, off_the_loop
 from .._identity import bind
 
 __all__ = ["HtEventsMiddleware"]
@@ -69,7 +68,7 @@ class HtEventsMiddleware:
 
     async def _flush(self) -> None:
         """Deliver everything queued, off the event loop."""
-        await asyncio.get_running_loop().run_in_executor(None, flush_all, self.flush_timeout)
+        await off_the_loop(flush_all, self.flush_timeout)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the lifespan to the app, flushing before its shutdown is reported complete;
