@@ -294,3 +294,39 @@ def test_controls_redact_filter_and_share_context(
     assert "healthy: True dropped: {'before_send': 1}" in result.stdout
     if importlib.util.find_spec("opentelemetry.sdk") is not None:
         assert "htevents.sent" in result.stdout
+
+
+def test_aws_lambda_delivers_before_each_handler_returns(
+    collector: Collector, run_example, tmp_path: Path
+) -> None:
+    code = LOAD_EXAMPLE + textwrap.dedent(
+        """
+        lam = load_example(sys.argv[1], "aws_lambda_example")
+        orders = {"user": "123", "orders": [{"orderId": "o-1"}, {"orderId": "o-2"}]}
+        assert lam.handler(orders, None) == {"statusCode": 200}
+        result = lam.sync_handler({"user": "456", "orders": [{"orderId": "o-3"}]}, None)
+        assert result == {"statusCode": 200, "outcomes": ["sent"]}, result
+        import os
+        os._exit(0)  # no atexit: what was not delivered by now is lost, as on a frozen Lambda
+        """
+    )
+    run_example(["-c", code, example("aws_lambda.py")], tmp_path)
+    events = collector.events
+    assert sorted(e["properties"]["orderId"] for e in events) == ["o-1", "o-2", "o-3"]
+    assert {e["properties"]["orderId"]: e["userId"] for e in events} == {
+        "o-1": "123",
+        "o-2": "123",
+        "o-3": "456",
+    }
+
+
+def test_asyncio_tracing_sends_each_event_with_its_span(
+    collector: Collector, run_example, tmp_path: Path
+) -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    result = run_example([example("asyncio_tracing.py")], tmp_path)
+    assert "delivered: True 2" in result.stdout
+    contexts = [e["context"] for e in collector.events]
+    assert len(contexts) == 2
+    assert all(len(c["traceId"]) == 32 and len(c["spanId"]) == 16 for c in contexts)
+    assert contexts[0]["traceId"] != contexts[1]["traceId"]  # two requests, two traces
