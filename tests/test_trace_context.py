@@ -107,6 +107,5 @@ def test_each_span_gets_its_own_ids():
                 client.track(user_id="1", event="Second")
         client.track(user_id="1", event="Outside")
     seen = [{k: e["context"].get(k) for k in ("traceId", "spanId")} for e in events]
-    assert seen == [spans[0], spans[0], spans[1], spans[1], spans[2], spans[2]] + [
-        {"traceId": None, "spanId": None}
-    ]
+    outside = {"traceId": None, "spanId": None}
+    assert seen == [spans[0], spans[0], spans[1], spans[1], spans[2], spans[2], outside]
