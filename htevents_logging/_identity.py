@@ -5,19 +5,36 @@ lets the middleware say it once; every message built inside the block (by any fr
 names neither ``userId`` nor ``anonymousId`` takes the bound ones, and the bound ``context`` is
 merged under the message's own. Because it is a ``ContextVar``, the binding follows the code
 across ``await`` and stays out of other threads and asyncio tasks.
+
+Some identities are known only later than the middleware runs: Django REST framework
+authenticates a token inside the view, after every middleware. ``bind_resolver`` binds a
+function instead of ids; it is called each time a message is built (on the thread that logs),
+so it sees the user as they are at that moment.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
-__all__ = ["Id", "Identity", "bind", "calling_identity", "current_identity", "id_text"]
+from ._diagnostics import warn_limited
+
+__all__ = [
+    "Id",
+    "Identity",
+    "Resolver",
+    "bind",
+    "bind_resolver",
+    "calling_identity",
+    "current_identity",
+    "id_text",
+]
 
 
 @dataclass(frozen=True)
@@ -29,12 +46,116 @@ class Identity:
     context: Mapping[str, Any] = field(default_factory=dict)
 
 
+#: What a resolver (see :func:`bind_resolver`) returns: a mapping with ``user_id`` and/or
+#: ``anonymous_id`` (and optionally ``context``), or ``None`` when it knows nobody.
+Resolver = Callable[[], Optional[Mapping[str, Any]]]
+
+
+@dataclass(frozen=True)
+class _Deferred(Identity):
+    """An identity completed only when a message is built (see :func:`bind_resolver`).
+
+    It is what was bound around it (``outer``), under what ``resolver`` returns then, under
+    this layer's own ids and ``context`` (those of a ``bind()`` inside the resolver's block).
+    Kept in the same context variable as a plain :class:`Identity`, so that a process that
+    never binds a resolver pays nothing more per message than before.
+    """
+
+    outer: Optional[Identity] = None
+    resolver: Optional[Resolver] = None
+
+    def resolve(self) -> Identity:
+        """The identity as of now: call the resolvers, on this thread."""
+        return Identity(*self._parts())
+
+    def _parts(self) -> tuple[Optional[str], Optional[str], Mapping[str, Any]]:
+        """The ids and context, layer over layer (one ``Identity`` is made, at the end)."""
+        outer = self.outer
+        if type(outer) is _Deferred:
+            user_id, anonymous_id, context = outer._parts()
+        elif outer is None:
+            user_id, anonymous_id, context = None, None, _NO_CONTEXT
+        else:
+            user_id, anonymous_id, context = outer.user_id, outer.anonymous_id, outer.context
+        if self.resolver is not None and not getattr(_resolving, "active", False):
+            found = _resolved(self.resolver)
+            if found is not None:
+                user_id = found[0] or user_id
+                anonymous_id = found[1] or anonymous_id
+                if found[2]:
+                    context = {**context, **found[2]}
+        if self.context:
+            context = {**context, **self.context}
+        return self.user_id or user_id, self.anonymous_id or anonymous_id, context
+
+
 _current: ContextVar[Optional[Identity]] = ContextVar("htevents_identity", default=None)
+# Set once a resolver was ever bound in this process: until then, reading the identity costs
+# what it always did (one global read more).
+_resolvers_bound = False
+# A resolver that logs an event must not call itself again for it.
+_resolving = threading.local()
 
 
 def current_identity() -> Optional[Identity]:
-    """Return the identity bound in the current context, or ``None``."""
-    return _current.get()
+    """Return the identity bound in the current context, or ``None``; resolvers bound with
+    :func:`bind_resolver` are called now, on this thread."""
+    bound = _current.get()
+    if _resolvers_bound and type(bound) is _Deferred:
+        return bound.resolve()
+    return bound
+
+
+_NOBODY = Identity()
+_NO_CONTEXT: Mapping[str, Any] = {}
+_RESOLVER_KEYS = ("user_id", "anonymous_id", "context")
+
+
+def _name_of(resolver: Resolver) -> str:
+    """A resolver's name for a warning (never its arguments' reprs: a request's shows its
+    query string)."""
+    function = getattr(resolver, "func", resolver)  # a functools.partial: what it calls
+    return str(getattr(function, "__qualname__", type(function).__name__))
+
+
+def _resolved(
+    resolver: Resolver,
+) -> Optional[tuple[Optional[str], Optional[str], Optional[Mapping[str, Any]]]]:
+    """Call a resolver and check what it returned: its ids and context, or ``None``. A
+    resolver that fails (or returns what no identity can be made of) is reported, at most
+    once per ten seconds, and counts as knowing nobody: logging an event never raises
+    because of it."""
+    _resolving.active = True
+    try:
+        found = resolver()
+        if found is None:
+            return None
+        if type(found) is not dict and not isinstance(found, Mapping):
+            raise TypeError(f"it must return a mapping or None, not {type(found).__name__}")
+        for key in found:
+            if key not in _RESOLVER_KEYS:
+                raise ValueError(f"it returned {key!r}; it may return {', '.join(_RESOLVER_KEYS)}")
+        context = found.get("context")
+        if context is not None and not isinstance(context, Mapping):
+            raise TypeError(f"its context must be a mapping, not {type(context).__name__}")
+        return (
+            id_text(found.get("user_id"), "user_id"),
+            id_text(found.get("anonymous_id"), "anonymous_id"),
+            context,
+        )
+    except Exception as error:
+        warn_limited(
+            "identity_resolver",
+            "htevents-logging: the identity resolver %s failed (%s: %s); the event takes "
+            "the identity bound around it",
+            _name_of(resolver),
+            type(error).__name__,
+            error,
+            exc_info=True,
+        )
+        return None
+    finally:
+        _resolving.active = False
 
 
 #: What an id may be given as; each is sent as its ``str()`` (a UUID as its canonical form).
@@ -66,21 +187,54 @@ def bind(
 
     Binds nest: an inner ``bind`` keeps the outer ids it does not replace, and its ``context``
     is merged over the outer one. Leaving the block restores exactly what was bound before.
+    Yields the identity bound (inside a :func:`bind_resolver` block, whose part is known
+    only when a message is built, the ids shown are this block's own).
 
     >>> with bind(user_id="123", context={"ip": "203.0.113.5"}):
     ...     htevents.track(event="Order completed")   # userId "123", context.ip set
     """
     if context is not None and not isinstance(context, Mapping):
         raise TypeError(f"bind(context=...) must be a mapping, not {type(context).__name__}")
-    outer = _current.get() or Identity()
-    merged = Identity(
-        user_id=id_text(user_id, "bind(user_id=...)") or outer.user_id,
-        anonymous_id=id_text(anonymous_id, "bind(anonymous_id=...)") or outer.anonymous_id,
-        context={**outer.context, **(context or {})},
-    )
+    user_text = id_text(user_id, "bind(user_id=...)")
+    anonymous_text = id_text(anonymous_id, "bind(anonymous_id=...)")
+    outer = _current.get()
+    merged: Identity
+    if type(outer) is _Deferred:  # the outer ids are not known yet: a layer over them
+        merged = _Deferred(user_text, anonymous_text, dict(context or {}), outer=outer)
+    else:
+        outer = outer or _NOBODY
+        merged = Identity(
+            user_id=user_text or outer.user_id,
+            anonymous_id=anonymous_text or outer.anonymous_id,
+            context={**outer.context, **(context or {})},
+        )
     token = _current.set(merged)
     try:
         yield merged
+    finally:
+        _current.reset(token)
+
+
+@contextlib.contextmanager
+def bind_resolver(resolver: Resolver) -> Iterator[None]:
+    """Bind a function that says who the messages built inside the block are about.
+
+    ``resolver()`` is called each time a message is built in the block (by any front-end, on
+    the thread that logs or calls), and returns a mapping with ``user_id`` and/or
+    ``anonymous_id`` (and ``context``), or ``None``. What it returns takes the place of what
+    was bound around the block, as an inner :func:`bind` would; a ``bind()`` inside the block
+    wins over it. Use it when the identity is settled after the block starts: a middleware
+    whose request is authenticated further in (Django REST framework's token authentication
+    runs inside the view). A resolver that raises is reported (rate-limited) and the message
+    takes the identity bound around the block.
+    """
+    if not callable(resolver):
+        raise TypeError(f"bind_resolver() takes a callable, not {type(resolver).__name__}")
+    global _resolvers_bound
+    _resolvers_bound = True
+    token = _current.set(_Deferred(outer=_current.get(), resolver=resolver))
+    try:
+        yield
     finally:
         _current.reset(token)
 
@@ -95,6 +249,8 @@ def calling_identity() -> Optional[Identity]:
     ``CaptureIdentity``).
     """
     bound = _current.get()
+    if _resolvers_bound and type(bound) is _Deferred:
+        bound = bound.resolve()
     structlog_vars = sys.modules.get("structlog.contextvars")
     if structlog_vars is None:
         return bound

@@ -6,6 +6,10 @@ requests, stops it with the signal production uses, waits for it to exit, and co
 arrived: N of N. Batches wait up to ``flush_interval`` (10 s) before they go, so the last
 partial batch is still queued when the signal comes.
 
+The Django project's views under ``account/`` and ``api/`` name no user: its users sign in
+(a session, or a Django REST framework token checked inside the view), and every event must
+arrive carrying the right one. An ASGI app serves 200 concurrent requests of 200 users.
+
 Run with ``tox -e deploy`` (or ``pytest -m deploy tests/deploy``). A server that is not
 installed is skipped with the reason, except those named in ``HTEVENTS_REQUIRE_SERVERS``
 (tox's deploy environment requires gunicorn and uvicorn), which then fail.
@@ -14,16 +18,20 @@ installed is skipped with the reason, except those named in ``HTEVENTS_REQUIRE_S
 from __future__ import annotations
 
 import collections
+import concurrent.futures
+import http.cookies
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import pytest
 from helpers import REPO, SETTINGS_ENV, wait_until
@@ -61,7 +69,13 @@ class Served:
     """A server process on a loopback port, and how to talk to it and stop it."""
 
     def __init__(
-        self, argv: Sequence[str], cwd: Path, collector: Collector, write_key: str, port: int
+        self,
+        argv: Sequence[str],
+        cwd: Path,
+        collector: Collector,
+        write_key: str,
+        port: int,
+        extra_env: Optional[Mapping[str, str]] = None,
     ) -> None:
         env = {k: v for k, v in os.environ.items() if k not in SETTINGS_ENV}
         env.update(
@@ -69,6 +83,7 @@ class Served:
             HT_HOST=collector.url,
             PYTHONPATH=str(cwd),
             PYTHONUNBUFFERED="1",
+            **(extra_env or {}),
         )
         self.port = port
         self.process = subprocess.Popen(
@@ -150,11 +165,14 @@ class Served:
 
 @pytest.fixture
 def served(collector: Collector, write_key: str) -> Iterator[Callable[..., Served]]:
-    """Start servers (``served(argv, cwd, port)``); any still running is killed after."""
+    """Start servers (``served(argv, cwd, port, env=None)``); any still running is killed
+    after."""
     started: list[Served] = []
 
-    def serve(argv: Sequence[str], cwd: Path, port: int) -> Served:
-        server = Served(argv, cwd, collector, write_key, port)
+    def serve(
+        argv: Sequence[str], cwd: Path, port: int, env: Optional[Mapping[str, str]] = None
+    ) -> Served:
+        server = Served(argv, cwd, collector, write_key, port, env)
         started.append(server)
         return server
 
@@ -248,6 +266,220 @@ def test_uvicorn_fastapi_then_sigterm(served, collector, n):
     assert collector.wait_for_events(n, 15), server.output
     ids = collections.Counter(e["properties"]["orderId"] for e in collector.events)
     assert ids == collections.Counter(f"o-{i}" for i in range(n)), server.output
+
+
+# -- Django: events carry the signed-in user, with no bind() in the views ----------------------
+
+MAKE_USERS = """
+import json
+from django.conf import settings
+from django.contrib.auth.models import User
+
+made = {}
+for name in ("alice", "bob", "carol"):
+    made[name] = {"pk": User.objects.create_user(name, password="pw-" + name).pk}
+if settings.HAS_DRF:
+    from rest_framework.authtoken.models import Token
+
+    made["carol"]["token"] = Token.objects.create(user=User.objects.get(username="carol")).key
+print(json.dumps(made))
+"""
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The example project's database (migrated, in a temporary directory) with three users;
+    ``{"env": ..., "users": {name: {"pk": ..., "token": ...}}}``."""
+    pytest.importorskip("django")
+    database = tmp_path_factory.mktemp("shop") / "db.sqlite3"
+    env = {k: v for k, v in os.environ.items() if k not in SETTINGS_ENV}
+    env["SHOP_DATABASE"] = str(database)
+
+    def manage(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=DJANGO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, f"manage.py {args[0]}:\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    manage("migrate", "--noinput")
+    users = json.loads(manage("shell", "-c", MAKE_USERS).strip().splitlines()[-1])
+    return {"env": {"SHOP_DATABASE": str(database)}, "users": users}
+
+
+class Browser:
+    """One person's HTTP client: it keeps the cookies the server sets, and sends its own."""
+
+    def __init__(self, server: Served, **cookies: str) -> None:
+        self.server = server
+        self.cookies = dict(cookies)
+
+    def open(
+        self,
+        path: str,
+        form: Optional[dict[str, str]] = None,
+        headers: Optional[dict[str, str]] = None,
+    ) -> int:
+        """GET ``path`` (POST ``form``); the status."""
+        data = urllib.parse.urlencode(form).encode() if form is not None else None
+        call = urllib.request.Request(self.server.url(path), data=data, headers=headers or {})
+        if self.cookies:
+            call.add_header("Cookie", "; ".join(f"{k}={v}" for k, v in self.cookies.items()))
+        with urllib.request.urlopen(call, timeout=10) as answer:
+            for header in answer.headers.get_all("Set-Cookie") or []:
+                jar: http.cookies.SimpleCookie = http.cookies.SimpleCookie(header)
+                self.cookies.update({name: morsel.value for name, morsel in jar.items()})
+            return int(answer.status)
+
+    def sign_in(self, username: str) -> None:
+        """Django's session login, CSRF token included."""
+        assert self.open("/login") == 200  # the CSRF cookie
+        form = {"username": username, "password": f"pw-{username}"}
+        assert self.open("/login", form, {"X-CSRFToken": self.cookies["csrftoken"]}) == 200
+        assert "sessionid" in self.cookies
+
+
+def django_server(served: Callable[..., Served], kind: str, env: Mapping[str, str]) -> Served:
+    """The example project under gunicorn (WSGI, 2 workers) or uvicorn (ASGI, ``shop.asgi``,
+    wrapped in ``contrib.asgi.HtEventsMiddleware``)."""
+    port = free_port()
+    if kind == "gunicorn":
+        argv = [server_command("gunicorn"), "--preload", "-w", "2", "-b", f"127.0.0.1:{port}"]
+        argv.append("shop.wsgi:application")
+    else:
+        argv = [server_command("uvicorn"), "--port", str(port), "shop.asgi:application"]
+    return served(argv, DJANGO, port, env)
+
+
+@pytest.mark.parametrize("auth", ["session", "drf-token"])
+@pytest.mark.parametrize("kind", ["gunicorn", "uvicorn"])
+def test_django_events_carry_the_signed_in_user_then_sigterm(served, collector, shop, kind, auth):
+    # Expected (userId, anonymousId) of each event, by its "n" property.
+    expected: dict[str, tuple[Optional[str], Optional[str]]] = {}
+    users = shop["users"]
+    server = django_server(served, kind, shop["env"])
+    server.wait_until_serving("/order")  # one warm-up event, which names its own user
+    if kind == "gunicorn":
+        server.wait_for_workers(2)
+    if auth == "session":
+        alice = Browser(server, ajs_anonymous_id="%22anon-alice%22")  # as analytics.js sets it
+        alice.sign_in("alice")
+        bob = Browser(server)
+        bob.sign_in("bob")
+        visitor = Browser(server, ajs_anonymous_id="anon-visitor")  # signed out
+        alice_id, bob_id = str(users["alice"]["pk"]), str(users["bob"]["pk"])
+        for i in range(10):
+            for who, path, ids in (
+                (alice, "/account/order", (alice_id, "anon-alice")),
+                (alice, "/account/async-order", (alice_id, "anon-alice")),
+                (bob, "/account/order", (bob_id, None)),
+                (visitor, "/account/async-order", (None, "anon-visitor")),
+            ):
+                n = f"{path}-{ids[0] or ids[1]}-{i}"
+                assert who.open(f"{path}?n={urllib.parse.quote(n)}") == 200
+                expected[n] = ids
+    else:
+        pytest.importorskip("rest_framework", reason="Django REST framework is not installed")
+        carol = Browser(server, ajs_anonymous_id="anon-carol")
+        token = f"Token {users['carol']['token']}"
+        for i in range(25):
+            assert carol.open(f"/api/order?n=api-{i}", headers={"Authorization": token}) == 200
+            expected[f"api-{i}"] = (str(users["carol"]["pk"]), "anon-carol")
+    status = server.stop(signal.SIGTERM)
+    assert status == (0 if kind == "gunicorn" else -signal.SIGTERM), server.output
+    assert collector.wait_for_events(len(expected) + 1, 15), server.output
+    got = {
+        str(e["properties"].get("n")): (e.get("userId"), e.get("anonymousId"))
+        for e in collector.events
+        if e.get("properties", {}).get("via")
+    }
+    assert got == expected, f"{len(got)} of {len(expected)}\n{server.output}"
+    assert len(collector.events) == len(expected) + 1, "an event arrived twice"
+
+
+# -- ASGI: 200 concurrent requests, 200 users ----------------------------------------------
+
+CONCURRENT_APP = """
+import asyncio, logging, os
+from fastapi import FastAPI
+from htevents_logging import HtEventsHandler
+from htevents_logging.contrib.asgi import HtEventsMiddleware
+
+logger = logging.getLogger("app")
+logger.setLevel(logging.INFO)
+logger.propagate = False
+# Nothing goes before the shutdown: a batch waits 10 minutes and has room for every event.
+logger.addHandler(
+    HtEventsHandler(host=os.environ["HT_HOST"], flush_interval=600, max_events_in_batch=1000)
+)
+
+app = FastAPI()
+in_flight = most = 0
+
+
+def user_of(scope):
+    user = dict(scope["headers"]).get(b"x-user")
+    return {"user_id": user.decode()} if user else None
+
+
+app.add_middleware(HtEventsMiddleware, identify=user_of)
+
+
+@app.get("/ready")
+async def ready():
+    return {}
+
+
+@app.get("/order")
+async def order(n: int):
+    global in_flight, most
+    in_flight += 1
+    most = max(most, in_flight)
+    await asyncio.sleep(0.05)  # the other requests run meanwhile, each in its own binding
+    logger.info("Order completed", extra={"htevent": {"properties": {"n": n}}})
+    in_flight -= 1
+    return {"most_in_flight": most}
+
+
+@app.get("/sync-order")
+def sync_order(n: int):  # runs in the thread pool
+    logger.info("Order completed", extra={"htevent": {"properties": {"n": n}}})
+    return {"most_in_flight": 0}
+"""
+
+
+def test_uvicorn_asgi_middleware_200_concurrent_users_then_sigterm(served, collector, tmp_path):
+    pytest.importorskip("fastapi")
+    (tmp_path / "concurrent_app.py").write_text(CONCURRENT_APP)
+    port = free_port()
+    server = served(
+        [server_command("uvicorn"), "--port", str(port), "concurrent_app:app"], tmp_path, port
+    )
+    server.wait_until_serving("/ready")
+
+    def order(n: int) -> int:
+        path = f"/order?n={n}" if n % 2 else f"/sync-order?n={n}"
+        call = urllib.request.Request(server.url(path), headers={"X-User": f"user-{n}"})
+        with urllib.request.urlopen(call, timeout=30) as answer:
+            assert answer.status == 200
+            return int(json.load(answer)["most_in_flight"])
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=32) as pool:
+        most_in_flight = max(pool.map(order, range(200)))
+    assert most_in_flight > 1, "the requests did not overlap"
+    assert collector.events == []  # all still queued: only the shutdown can deliver them
+    assert server.stop(signal.SIGTERM) == -signal.SIGTERM, server.output
+    assert collector.wait_for_events(200, 15), server.output
+    got = collections.Counter((e["properties"]["n"], e.get("userId")) for e in collector.events)
+    assert got == collections.Counter((n, f"user-{n}") for n in range(200)), (
+        f"{len(collector.events)} of 200\n{server.output}"
+    )
 
 
 # -- uWSGI -------------------------------------------------------------------------------------
