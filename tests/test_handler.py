@@ -605,6 +605,30 @@ def test_structlog_contextvars_give_the_ids_to_a_logged_event_too(make_handler, 
     ]
 
 
+def test_structlog_ids_are_read_as_they_change_within_one_context(make_handler, app_logger):
+    # The handler reads just the two variables (not every bound one) and keeps the last
+    # identity it made: each change must still be seen, and an unbound id must be gone.
+    structlog = pytest.importorskip("structlog")
+    app_logger.addHandler(make_handler(disable=True))
+    contextvars = structlog.contextvars
+    seen = []
+    with capture_events() as events, contextvars.bound_contextvars(request_id="r", path="/x"):
+        for change in (
+            {"user_id": "u-1"},
+            {"user_id": "u-1"},
+            {"user_id": 2},
+            {"anonymous_id": "a-1"},
+            {"user_id": None},
+        ):
+            contextvars.bind_contextvars(**change)
+            app_logger.info("Order completed", extra={"htevent": {}})
+        contextvars.unbind_contextvars("user_id", "anonymous_id")
+        app_logger.info("Order completed", extra={"htevent": {}})
+    seen = [(e.get("userId"), e.get("anonymousId")) for e in events]
+    assert seen[:5] == [("u-1", None), ("u-1", None), ("2", None), ("2", "a-1"), (None, "a-1")]
+    assert seen[5][0] is None and seen[5][1] not in (None, "a-1")  # a fresh anonymous id
+
+
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="dictConfig QueueHandler listener: 3.12+")
 def test_behind_dictconfig_queue_handler_and_listener(logging_state, delivery, collector):
     logging.config.dictConfig(
