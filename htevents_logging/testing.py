@@ -13,10 +13,8 @@ instead of queueing it::
         assert [e["event"] for e in events if e["type"] == "track"] == ["Order completed"]
         assert events[0]["properties"]["total"] == 29.99
 
-The same as a pytest fixture: import it into your ``conftest.py``::
-
-    # conftest.py
-    from htevents_logging.testing import htevents_events  # noqa: F401
+The same as a pytest fixture, ``htevents_events``, registered by the package's pytest plugin
+(installed with the package: nothing to import)::
 
     # test_checkout.py
     def test_checkout_sends_order_completed(htevents_events):
@@ -64,20 +62,15 @@ def capture_events() -> Iterator[list[Message]]:
         uninstall(exporter)
 
 
-try:
-    import pytest
-except ImportError:  # pragma: no cover - pytest is only needed for the fixture
-    pass
-else:
-
-    @pytest.fixture
-    def htevents_events() -> Iterator[list[Message]]:
-        """Every Hightouch Events message sent during the test, in order; none is sent.
-
-        Make it available with ``from htevents_logging.testing import htevents_events`` in
-        ``conftest.py``.
-        """
-        with capture_events() as events:
-            yield events
-
-    __all__ += ["htevents_events"]
+def __getattr__(name: str) -> object:
+    """``from htevents_logging.testing import htevents_events``, as a ``conftest.py`` written
+    before the plugin did, still works: it is the plugin's fixture (pytest sees one fixture,
+    not two)."""
+    if name == "htevents_events":
+        try:
+            from .pytest_plugin import htevents_events
+        except ImportError:  # no pytest: no fixture
+            pass
+        else:
+            return htevents_events
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
