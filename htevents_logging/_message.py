@@ -88,30 +88,41 @@ _TYPE_FIELDS: dict[str, frozenset[str]] = {
 }
 
 
-_random_pool: list[bytes] = []
+# Ids made ahead from one read of the OS's random source, handed out one by one.
+_id_pool: list[str] = []
+# The RFC 4122 variant digit (10xx) for each random hex digit: 8, 9, a or b.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+_IDS_PER_READ = 256
+
+
+def _refill_ids() -> list[str]:
+    h = os.urandom(16 * _IDS_PER_READ).hex()
+    return [
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-4{h[i + 13 : i + 16]}-"
+        f"{_VARIANT[h[i + 16]]}{h[i + 17 : i + 20]}-{h[i + 20 : i + 32]}"
+        for i in range(0, len(h), 32)
+    ]
 
 
 def new_message_id() -> str:
-    """A random (version 4) UUID string, as ``str(uuid.uuid4())`` makes, about 4x faster.
+    """A random (version 4) UUID string, as ``str(uuid.uuid4())`` makes, about 3x faster.
 
-    ``uuid4()`` reads the OS's random source once per id; this reads it once per 256 ids (the
-    same source, so the ids are as unpredictable) and formats without building a ``UUID``.
+    ``uuid4()`` reads the OS's random source once per id and builds a ``UUID``; this reads it
+    once per 256 ids (the same source, so the ids are as unpredictable) and formats them
+    together, with ``bytes.hex`` doing the digits.
     """
     try:
-        raw = _random_pool.pop()  # atomic: no two threads get the same bytes
+        return _id_pool.pop()  # atomic: no two threads get the same id
     except IndexError:
-        block = os.urandom(16 * 256)
-        raw = block[:16]
-        _random_pool.extend(block[i : i + 16] for i in range(16, len(block), 16))
-    n = int.from_bytes(raw, "big")
-    n = (n & ~(0xF000 << 64) | (4 << 76)) & ~(0xC000 << 48) | (0x8000 << 48)
-    h = f"{n:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        fresh = _refill_ids()
+        made = fresh.pop()
+        _id_pool.extend(fresh)
+        return made
 
 
 def forget_random_pool() -> None:
     """In a forked child: never hand out the ids the parent still holds."""
-    _random_pool.clear()
+    _id_pool.clear()
 
 
 #: ``build_message``'s default ``identity``: the one bound where it is called.

@@ -212,3 +212,13 @@ def test_ids_may_be_uuids_and_are_sent_as_strings():
         assert build_message("track", {"event": "e"})["userId"] == str(user)
     with pytest.raises(TypeError, match="userId must be a str, a number or a UUID"):
         build_message("track", {"event": "e", "userId": ["x"]})
+
+
+def test_made_ids_are_distinct_rfc_4122_version_4_uuids_across_refills():
+    from htevents_logging._message import new_message_id
+
+    ids = [new_message_id() for _ in range(3 * 256 + 7)]  # several reads of the random source
+    assert len(set(ids)) == len(ids)
+    for made in ids:
+        parsed = uuid.UUID(made)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, made)
