@@ -330,3 +330,17 @@ def test_asyncio_tracing_sends_each_event_with_its_span(
     assert len(contexts) == 2
     assert all(len(c["traceId"]) == 32 and len(c["spanId"]) == 16 for c in contexts)
     assert contexts[0]["traceId"] != contexts[1]["traceId"]  # two requests, two traces
+
+
+def test_loguru_app_sends_the_events_with_the_contextualized_user(
+    collector: Collector, run_example, tmp_path: Path
+) -> None:
+    pytest.importorskip("loguru")
+    result = run_example([example("loguru_app.py")], tmp_path)
+    events = collector.events  # logger.remove() delivered them before the process ended
+    assert [(e["type"], e.get("event"), e["userId"]) for e in events] == [
+        ("track", "Order completed", "123"),
+        ("identify", None, "123"),
+    ]
+    assert events[0]["properties"] == {"total": 29.99}
+    assert "Cart viewed" in result.stderr

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 from typing_extensions import Unpack
 
@@ -38,7 +38,13 @@ from .._diagnostics import holds_logging_lock
 from .._identity import Identity, calling_identity
 from .._transport import is_transport_thread
 from ..errors import Reason
-from .shared import DEFAULT_PAYLOAD_KEY, ON_TRANSPORT_THREAD, make_client, send_payload
+from .shared import (
+    DEFAULT_PAYLOAD_KEY,
+    ON_TRANSPORT_THREAD,
+    ids_beside,
+    make_client,
+    send_payload,
+)
 
 __all__ = ["DEFAULT_PAYLOAD_KEY", "HtEventsHandler"]
 
@@ -62,6 +68,13 @@ _SHUTDOWN_PAIR_WINDOW = 1.0
 
 #: Where :class:`CaptureIdentity` keeps the logging thread's identity on a record.
 _CAPTURED = "_htevents_identity"
+
+
+def _loguru_extra(record: logging.LogRecord) -> Optional[dict[str, Any]]:
+    """loguru's ``extra`` of a record it handed to this handler (``logger.add(handler)``
+    makes records with an ``extra`` attribute holding it), or ``None``."""
+    extra = record.__dict__.get("extra")
+    return extra if type(extra) is dict else None
 
 
 def _identity_of(record: logging.LogRecord) -> Optional[Identity]:
@@ -170,8 +183,9 @@ class HtEventsHandler(logging.Handler):
         A record without the payload attribute returns False at once, before the filters run.
         Returns what ``Handler.handle`` returns: whether the filters let the record through.
         """
-        if record.__dict__.get(self.payload_key) is None:
-            return False
+        attributes = record.__dict__
+        if attributes.get(self.payload_key) is None and type(attributes.get("extra")) is not dict:
+            return False  # (an "extra" dict: a record loguru made, see emit)
         if self.filters:
             rv = self.filter(record)
             if not rv:
@@ -184,8 +198,13 @@ class HtEventsHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Queue the record's event (see the class docstring). Never raises, never blocks."""
         payload = record.__dict__.get(self.payload_key)
+        fields = None
         if payload is None:
-            return
+            extra = _loguru_extra(record)  # logger.add(HtEventsHandler(...)) under loguru
+            if extra is None or extra.get(self.payload_key) is None:
+                return
+            payload = extra[self.payload_key]
+            fields = ids_beside(payload, extra)  # logger.contextualize(user_id=...)
         name = record.name
         if name == _OWN_LOGGER or name.startswith(_OWN_PREFIX):
             return
@@ -200,6 +219,7 @@ class HtEventsHandler(logging.Handler):
             event_default=lambda: _message_of(record),
             timestamp_default=record.created,
             identity=lambda: _identity_of(record),
+            fields=fields,
         )
 
     def flush(self) -> None:

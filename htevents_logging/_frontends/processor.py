@@ -18,7 +18,7 @@ can import the package whole.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any, Optional
 
 from typing_extensions import Unpack
@@ -31,15 +31,13 @@ from .shared import (
     DEFAULT_PAYLOAD_KEY,
     ON_TRANSPORT_THREAD,
     Origin,
+    ids_beside,
     make_client,
     reject,
     send_payload,
 )
 
 __all__ = ["HtEventsProcessor"]
-
-# A payload that names one of these keeps its own ids; otherwise the event dict's are used.
-_ID_KEYS = ("userId", "user_id", "anonymousId", "anonymous_id")
 
 
 class HtEventsProcessor:
@@ -108,13 +106,7 @@ class HtEventsProcessor:
             event = event_dict.get("event")
             name = event_dict.get("logger") or getattr(logger, "name", None) or ""
             origin = ("structlog", str(name), str(event))
-            fields: Optional[dict[str, Any]] = None
-            if isinstance(payload, Mapping) and not any(key in payload for key in _ID_KEYS):
-                fields = {
-                    key: event_dict[key]
-                    for key in ("user_id", "anonymous_id")
-                    if event_dict.get(key) is not None
-                }
+            fields = ids_beside(payload, event_dict)
         except Exception as error:  # an event or payload that cannot even be read
             reject(self.client, error, self.payload_key, origin)
             return event_dict

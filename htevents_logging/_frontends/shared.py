@@ -32,6 +32,7 @@ __all__ = [
     "EventDefault",
     "LogDraft",
     "Origin",
+    "ids_beside",
     "make_client",
     "reject",
     "send_payload",
@@ -47,6 +48,27 @@ EventDefault = Union[str, Callable[[], str], None]
 #: Where a payload was logged: ("logger", name, "") for the handler, ("structlog", logger
 #: name, event) for the processor. Formatted only when a warning is due.
 Origin = tuple[str, str, str]
+
+
+# A payload that names one of these keeps its own ids; otherwise the ids logged beside it are used.
+_ID_KEYS = ("userId", "user_id", "anonymousId", "anonymous_id")
+
+
+def ids_beside(payload: Any, values: Mapping[str, Any]) -> Optional[dict[str, Any]]:
+    """The ``user_id`` / ``anonymous_id`` logged beside a payload (structlog's event dict,
+    loguru's ``extra``), as message fields; ``None`` when the payload names an id of its own
+    or there is none. They come over ``bind()``'s, as the log line shows them."""
+    user_id, anonymous_id = values.get("user_id"), values.get("anonymous_id")
+    if user_id is None and anonymous_id is None:
+        return None  # the common case, decided in two lookups
+    if not isinstance(payload, Mapping) or any(key in payload for key in _ID_KEYS):
+        return None
+    fields = {}
+    if user_id is not None:
+        fields["user_id"] = user_id
+    if anonymous_id is not None:
+        fields["anonymous_id"] = anonymous_id
+    return fields
 
 
 def _where(origin: Origin) -> str:
