@@ -344,3 +344,16 @@ def test_loguru_app_sends_the_events_with_the_contextualized_user(
     ]
     assert events[0]["properties"] == {"total": 29.99}
     assert "Cart viewed" in result.stderr
+
+
+def test_celery_app_delivers_each_tasks_event_with_the_producers_user(
+    collector: Collector, run_example, tmp_path: Path
+) -> None:
+    pytest.importorskip("celery")
+    run_example([example("celery_app.py")], EXAMPLES, timeout=90)
+    events = collector.events  # the worker's SIGTERM shutdown delivered them
+    assert {e["properties"]["orderId"]: e["userId"] for e in events} == {
+        "o-1": "123",
+        "o-2": "456",
+        "o-3": "789",
+    }

@@ -16,6 +16,7 @@ import pytest
 
 import htevents_logging
 import htevents_logging.contrib.asgi
+import htevents_logging.contrib.celery
 import htevents_logging.contrib.django
 import htevents_logging.errors
 import htevents_logging.pytest_plugin
@@ -76,6 +77,7 @@ def test_the_package_exports_exactly_these_names():
         (htevents_logging.pytest_plugin, ["htevents_events"]),
         (htevents_logging.contrib.asgi, ["HtEventsMiddleware"]),
         (htevents_logging.contrib.django, ["HtEventsMiddleware"]),
+        (htevents_logging.contrib.celery, ["IDENTITY_HEADER", "instrument"]),
     ],
 )
 def test_each_public_module_exports_exactly_these_names(module, names):
