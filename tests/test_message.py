@@ -6,6 +6,8 @@ import datetime as dt
 import uuid
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from htevents_logging import HtEvents, bind
 from htevents_logging._message import build_message, format_timestamp
@@ -222,3 +224,25 @@ def test_made_ids_are_distinct_rfc_4122_version_4_uuids_across_refills():
     for made in ids:
         parsed = uuid.UUID(made)
         assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, made)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.datetimes(
+        min_value=dt.datetime(1, 1, 2),
+        max_value=dt.datetime(9999, 12, 30),
+        timezones=st.sampled_from(
+            [
+                dt.timezone.utc,
+                dt.timezone(dt.timedelta(hours=5, minutes=30)),
+                dt.timezone(-dt.timedelta(hours=8)),
+            ]
+        ),
+    )
+)
+def test_an_aware_datetime_is_formatted_exactly_whatever_the_path(value):
+    # Most aware datetimes go by their epoch seconds (faster); the millisecond must be the
+    # one converting to UTC gives, in every year.
+    utc = value.astimezone(dt.timezone.utc)
+    expected = utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    assert format_timestamp(value) == expected.rjust(24, "0")
