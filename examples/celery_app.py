@@ -34,7 +34,11 @@ FOLDER = os.environ.setdefault("CELERY_EXAMPLE_FOLDER", tempfile.mkdtemp(prefix=
 
 app = Celery("shop", broker="filesystem://")
 app.conf.update(
-    broker_transport_options={"data_folder_in": FOLDER, "data_folder_out": FOLDER},
+    broker_transport_options={
+        "data_folder_in": FOLDER,
+        "data_folder_out": FOLDER,
+        "control_folder": FOLDER,  # (kombu makes ./control otherwise)
+    },
     task_ignore_result=True,
     worker_hijack_root_logger=False,
 )

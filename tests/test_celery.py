@@ -36,7 +36,9 @@ from htevents_logging.contrib.celery import instrument
 folder = os.environ["BROKER_FOLDER"]
 app = Celery("shop", broker="filesystem://")
 app.conf.update(
-    broker_transport_options={{"data_folder_in": folder, "data_folder_out": folder}},
+    broker_transport_options={{
+        "data_folder_in": folder, "data_folder_out": folder, "control_folder": folder
+    }},
     worker_hijack_root_logger=False,
     task_ignore_result=True,
 )
@@ -156,6 +158,7 @@ def test_a_prefork_worker_delivers_every_event_at_shutdown_with_the_producers_id
     identities = _identities(collector)
     assert {n: identities[n] for n in range(N)} == {n: f"user-{n}" for n in range(N)}
     assert identities[-1] is None  # sent outside any bind(): no identity travelled
+    assert not (REPO / "control").exists()  # kombu's control folder stays in the broker's
 
 
 def test_without_instrument_the_prefork_children_lose_what_they_queued(
