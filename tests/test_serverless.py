@@ -104,9 +104,21 @@ def test_without_either_the_frozen_process_loses_its_events(collector):
 # -- sync_mode in this process ---------------------------------------------------------------
 
 
-def _threads() -> set[threading.Thread]:
-    """This process's threads, less the test collector's request threads."""
-    return {t for t in threading.enumerate() if "process_request_thread" not in t.name}
+@pytest.fixture
+def started_here(monkeypatch: pytest.MonkeyPatch) -> list[threading.Thread]:
+    """The threads started from the test's own thread from now on (the test collector starts
+    its request threads from its server thread: those are not counted)."""
+    started: list[threading.Thread] = []
+    test_thread = threading.current_thread()
+    original = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        if threading.current_thread() is test_thread:
+            started.append(thread)
+        original(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    return started
 
 
 @pytest.fixture
@@ -115,15 +127,14 @@ def sync_client(collector, write_key, closing):
 
 
 def test_sync_mode_delivers_before_the_call_returns_and_starts_no_thread(
-    collector, write_key, closing
+    collector, write_key, closing, started_here
 ):
-    threads = _threads()
     client = closing(HtEvents(write_key, host=collector.url, sync_mode=True))
     outcomes = Outcomes()
     client.track(user_id="1", event="Order completed", callback=outcomes)
     assert len(collector.events) == 1  # no wait: it arrived before track() returned
     assert outcomes.errors == [None]
-    assert _threads() == threads
+    assert started_here == []
     assert client.stats()["sent"] == 1
     assert client.stats()["enqueued"] == 1
 
@@ -155,11 +166,10 @@ def test_sync_mode_reports_a_5xx_before_the_call_returns(collector, write_key, c
 
 
 def test_sync_mode_through_the_handler_sends_each_logged_event_at_once(
-    collector, write_key, closing
+    collector, write_key, closing, started_here
 ):
     import logging
 
-    threads = _threads()
     handler = closing(HtEventsHandler(write_key=write_key, host=collector.url, sync_mode=True))
     logger = logging.getLogger("tests.serverless.handler")
     logger.addHandler(handler)
@@ -170,7 +180,7 @@ def test_sync_mode_through_the_handler_sends_each_logged_event_at_once(
         assert len(collector.events) == 1
     finally:
         logger.removeHandler(handler)
-    assert _threads() == threads
+    assert started_here == []
 
 
 def test_a_callback_that_sends_again_is_served_after_it_not_inside_it(sync_client, collector):
