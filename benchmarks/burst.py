@@ -1,6 +1,6 @@
 """One end-to-end burst in its own process (run by ``run.py``).
 
-``python benchmarks/burst.py SDK --url URL --events 50000 [--batch B] [--queue Q]`` sends the
+``python benchmarks/burst.py SENDER --url URL --events 50000 [--batch B] [--queue Q]`` sends the
 benchmark event ``--events`` times as fast as the calling thread can, then waits until the SDK
 says everything was acknowledged (its ``flush``), and prints one JSON document:
 
@@ -8,9 +8,17 @@ says everything was acknowledged (its ``flush``), and prints one JSON document:
 * ``calls_s``: how long the calling thread took to make the calls;
 * ``ack_s``: from the first call until ``flush`` returned (every accepted event acknowledged);
 * ``flush_ok``: what ``flush`` returned (peers' ``flush`` has no timeout: always True);
+* ``cpu_s``: the process's user + system CPU time (``getrusage(RUSAGE_SELF)``: every thread)
+  from just before the first call until ``flush`` returned; ``run.py`` divides it by the
+  events the collector counted (CPU per delivered event);
+* ``calling_cpu_s``: the part of it the calling thread used (``time.thread_time()``): the rest
+  is the SDK's background thread(s);
 * ``maxrss_kib``: the process's peak RSS (``ru_maxrss``), read at the very end.
 
-SDK ``floor`` sends nothing: it imports ``requests`` (which every SDK here uses) and reports
+SENDER is one of ``sdks.SENDERS``: ``htevents-logging`` (``HtEvents.track()``),
+``htevents-logging-handler``, ``htevents-logging-structlog``, or a peer.
+
+SENDER ``floor`` sends nothing: it imports ``requests`` (which every SDK here uses) and reports
 the peak RSS of an interpreter that did only that, the floor under every RSS figure.
 """
 
@@ -24,17 +32,28 @@ import time
 from typing import Any, Optional
 
 import netguard
-from sdks import SDKS, make_sdk
+from sdks import SENDERS, make_sdk
+
+
+def process_cpu_s() -> float:
+    """User + system CPU seconds of this process so far, every thread included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def burst(sdk_name: str, url: str, events: int, batch: Optional[int], queue: Optional[int]) -> Any:
     sdk = make_sdk(sdk_name, url, batch=batch, queue=queue)
+    loop = sdk.loop
+    cpu_before = process_cpu_s()
+    thread_before = time.thread_time()
     t0_mono = time.monotonic()
     start = time.perf_counter()
-    sdk.loop(events)
+    loop(events)
     calls_s = time.perf_counter() - start
     flush_ok = sdk.flush(120.0)
     ack_s = time.perf_counter() - start
+    cpu_s = process_cpu_s() - cpu_before
+    calling_cpu_s = time.thread_time() - thread_before
     stats = sdk.stats()
     sdk.close()
     return {
@@ -42,13 +61,15 @@ def burst(sdk_name: str, url: str, events: int, batch: Optional[int], queue: Opt
         "calls_s": calls_s,
         "ack_s": ack_s,
         "flush_ok": flush_ok,
+        "cpu_s": cpu_s,
+        "calling_cpu_s": calling_cpu_s,
         "stats": stats,
     }
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("sdk", choices=["floor", *SDKS])
+    parser.add_argument("sdk", choices=["floor", *SENDERS])
     parser.add_argument("--url", required=True, help="the collector's base URL (loopback)")
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=None, help="default: the SDK's own")

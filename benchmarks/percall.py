@@ -3,7 +3,9 @@
 ``python benchmarks/percall.py GROUP --url http://127.0.0.1:PORT --calls N --repeats R``
 prints one JSON document: µs per call for each case of the group (see ``timing.py``). Groups:
 
-* ``stdlib``: (a) an event record through ``HtEventsHandler`` and the same call through the
+* ``stdlib``: (a) an event record through ``HtEventsHandler`` while its transport really sends
+  (see :class:`LiveLoad`), the same record with each block starting from an empty queue
+  (``a.handler_from_empty``, the method of the previous round), and the same call through the
   ``QueueHandler``→``QueueListener`` and ``NullHandler`` floors; (b) a record without payload
   through our handler and through ``NullHandler``.
 * ``structlog``: (d) the same chain with and without ``HtEventsProcessor``.
@@ -22,11 +24,22 @@ import logging
 import logging.handlers
 import os
 import queue
+import statistics
 import sys
+import threading
+import time
 from typing import Any, Callable
 
 import netguard
-from sdks import SDKS, WRITE_KEY, make_sdk
+from sdks import (
+    SDKS,
+    WRITE_KEY,
+    dedicated_logger,
+    event_loop,
+    make_sdk,
+    structlog_chain,
+    structlog_event_loop,
+)
 from timing import Case, measure, summarize
 
 Group = tuple[dict[str, Case], Callable[[], dict[str, Any]]]
@@ -39,26 +52,6 @@ class _Discard(logging.Handler):
         pass
 
 
-def _logger(name: str, handler: logging.Handler) -> logging.Logger:
-    logger = logging.getLogger(f"bench.{name}")
-    logger.handlers[:] = [handler]
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    return logger
-
-
-def _event_loop(logger: logging.Logger) -> Callable[[int], None]:
-    def loop(n: int) -> None:
-        info = logger.info
-        for _ in range(n):
-            info(
-                "Order completed",
-                extra={"htevent": {"userId": "123", "properties": {"total": 29.99}}},
-            )
-
-    return loop
-
-
 def _plain_loop(logger: logging.Logger) -> Callable[[int], None]:
     def loop(n: int) -> None:
         info = logger.info
@@ -68,24 +61,96 @@ def _plain_loop(logger: logging.Logger) -> Callable[[int], None]:
     return loop
 
 
-def stdlib_group(url: str) -> Group:
-    from htevents_logging._frontends.handler import HtEventsHandler
+def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``condition`` (GIL-free pauses of 1 ms) until it holds or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()  # never set
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        pause.wait(0.001)
+    return True
+
+
+class LiveLoad:
+    """Makes a timed block of the handler case overlap real sending, and proves it did.
+
+    Left alone, a block that starts from an empty queue may be timed while the transport
+    waits: it lets the first events of a burst gather (GIL-free) before it starts on them, and
+    how much of its work then falls inside the block, rather than in the untimed ``settle``,
+    depends on timing. So ``before()`` first logs ``preload`` events through the same logger
+    (untimed), then waits (bounded) until the transport has delivered a batch of them: it has
+    stopped gathering and works through a backlog, building, encoding and posting to the
+    collector process. The block is timed right away, while it does: the calling thread
+    competes with it for the GIL, as in a service that logs events without pause. ``preload``
+    is the block's size, more than the transport gets through while the block runs, so it has
+    work all along.
+
+    ``settle()`` notes, at the end of each block, the events delivered while it ran and the
+    backlog left in the queue (above zero: the transport was never idle for want of work), then
+    flushes, so the next block (of any case) starts with nothing in flight. With ``preload=0``
+    it only takes those notes: each block then starts from an empty queue, and the transport
+    lets its first events gather before it starts on them.
+    """
+
+    def __init__(self, client: Any, loop: Callable[[int], None], preload: int) -> None:
+        self.client = client
+        self.loop = loop
+        self.preload = preload
+        self.sent_during: list[int] = []
+        self.backlog_after: list[int] = []
+        self.missed_start = 0  # blocks timed although no batch was delivered first
+        self._sent_at_start = 0
+
+    def _sent(self) -> int:
+        return int(self.client.stats()["sent"])
+
+    def before(self) -> None:
+        if self.preload:
+            sent = self._sent()
+            self.loop(self.preload)
+            if not _wait_for(lambda: self._sent() > sent, 30.0):
+                self.missed_start += 1
+        self._sent_at_start = self._sent()
+
+    def settle(self) -> None:
+        stats = self.client.stats()
+        self.sent_during.append(int(stats["sent"]) - self._sent_at_start)
+        self.backlog_after.append(int(stats["queue_depth"]))
+        self.client.flush(60.0)
+
+    def evidence(self) -> dict[str, Any]:
+        """What the transport did during the blocks (the warm-up block is the first entry)."""
+        sent, backlog = self.sent_during[1:] or [0], self.backlog_after[1:] or [0]
+        return {
+            "preload": self.preload,
+            "sent_during_block": {"median": statistics.median(sent), "min": min(sent)},
+            "backlog_at_end": {"median": statistics.median(backlog), "min": min(backlog)},
+            "missed_start": self.missed_start,
+        }
+
+
+def stdlib_group(url: str, calls: int) -> Group:
+    from htevents_logging import HtEventsHandler
 
     handler = HtEventsHandler(write_key=WRITE_KEY, host=url)
-    ours = _logger("ours", handler)
-    null = _logger("null", logging.NullHandler())
+    ours = dedicated_logger("ours", handler)
+    null = dedicated_logger("null", logging.NullHandler())
     records: queue.Queue[Any] = queue.Queue()
     listener = logging.handlers.QueueListener(records, _Discard())
     listener.start()
-    queued = _logger("queue", logging.handlers.QueueHandler(records))
+    queued = dedicated_logger("queue", logging.handlers.QueueHandler(records))
+    live = LiveLoad(handler.client, event_loop(ours), preload=calls)
+    from_empty = LiveLoad(handler.client, event_loop(ours), preload=0)
 
     def settle_ours() -> None:
         handler.client.flush(60.0)
 
     cases = {
-        "a.handler": Case(_event_loop(ours), settle_ours),
-        "a.queue_floor": Case(_event_loop(queued), records.join),
-        "a.null_floor": Case(_event_loop(null)),
+        "a.handler": Case(event_loop(ours), live.settle, live.before),
+        "a.handler_from_empty": Case(event_loop(ours), from_empty.settle, from_empty.before),
+        "a.queue_floor": Case(event_loop(queued), records.join),
+        "a.null_floor": Case(event_loop(null)),
         "b.handler_plain": Case(_plain_loop(ours), settle_ours),
         "b.null_plain": Case(_plain_loop(null)),
     }
@@ -94,39 +159,22 @@ def stdlib_group(url: str) -> Group:
         stats = handler.client.stats()
         listener.stop()
         handler.close()
-        return {"stats": stats}
+        return {
+            "stats": stats,
+            "transport": {
+                "a.handler": live.evidence(),
+                "a.handler_from_empty": from_empty.evidence(),
+            },
+        }
 
     return cases, finish
 
 
 def structlog_group(url: str) -> Group:
-    import structlog
-
-    from htevents_logging import HtEvents
-    from htevents_logging._frontends.processor import HtEventsProcessor
+    from htevents_logging import HtEvents, HtEventsProcessor
 
     client = HtEvents(write_key=WRITE_KEY, host=url)
     devnull = open(os.devnull, "w")  # noqa: SIM115 (closed in finish)
-
-    def make(extra: list[Any]) -> Any:
-        return structlog.wrap_logger(
-            structlog.WriteLogger(devnull),
-            processors=[
-                structlog.contextvars.merge_contextvars,
-                *extra,
-                structlog.processors.JSONRenderer(),
-            ],
-            wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-            cache_logger_on_first_use=True,
-        )
-
-    def event_loop(log: Any) -> Callable[[int], None]:
-        def loop(n: int) -> None:
-            info = log.info
-            for _ in range(n):
-                info("Order completed", htevent={"userId": "123", "properties": {"total": 29.99}})
-
-        return loop
 
     def plain_loop(log: Any) -> Callable[[int], None]:
         def loop(n: int) -> None:
@@ -136,15 +184,15 @@ def structlog_group(url: str) -> Group:
 
         return loop
 
-    with_processor = make([HtEventsProcessor(client=client)])
-    without = make([])
+    with_processor = structlog_chain(devnull, [HtEventsProcessor(client=client)])
+    without = structlog_chain(devnull, [])
 
     def settle() -> None:
         client.flush(60.0)
 
     cases = {
-        "d.with_processor": Case(event_loop(with_processor), settle),
-        "d.without_processor": Case(event_loop(without)),
+        "d.with_processor": Case(structlog_event_loop(with_processor), settle),
+        "d.without_processor": Case(structlog_event_loop(without)),
         "d.plain_with_processor": Case(plain_loop(with_processor)),
         "d.plain_without_processor": Case(plain_loop(without)),
     }
@@ -183,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     netguard.install()
     if args.group == "stdlib":
-        cases, finish = stdlib_group(args.url)
+        cases, finish = stdlib_group(args.url, args.calls)
     elif args.group == "structlog":
         cases, finish = structlog_group(args.url)
     else:

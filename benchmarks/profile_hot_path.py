@@ -24,16 +24,15 @@ import time
 from typing import Callable, Optional
 
 import netguard
-from percall import _event_loop, _logger
 from procs import BENCH_DIR, ServerProcess
-from sdks import WRITE_KEY
+from sdks import WRITE_KEY, dedicated_logger, event_loop
 
 
 def _case_a(url: str) -> tuple[Callable[[int], None], Callable[[], None]]:
     from htevents_logging._frontends.handler import HtEventsHandler
 
     handler = HtEventsHandler(write_key=WRITE_KEY, host=url)
-    return _event_loop(_logger("profile", handler)), handler.close
+    return event_loop(dedicated_logger("profile", handler)), handler.close
 
 
 def _case_c(url: str) -> tuple[Callable[[int], None], Callable[[], None]]:

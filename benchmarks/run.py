@@ -1,8 +1,9 @@
 """The benchmark suite for "Fast on the calling thread": ``python benchmarks/run.py [--quick]``.
 
 Starts a collector process on 127.0.0.1, measures the calling-thread cost of each front-end
-and of the peer SDKs (one process per group), runs the end-to-end bursts (one process per
-burst), stops the collector, and prints a Markdown report (also written to
+and of the peer SDKs (one process per group), runs the end-to-end bursts through each of our
+ways in (``HtEvents.track()``, ``HtEventsHandler``, the structlog processor) and through each
+peer (one process per burst), stops the collector, and prints a Markdown report (also written to
 ``benchmarks/results.md``, raw figures to ``benchmarks/results.json``; ``--quick`` writes
 ``results-quick.*``). Progress goes to stderr. See ``benchmarks/README.md``.
 """
@@ -26,12 +27,13 @@ from analysis import analyze
 from machine import describe, load_average
 from procs import BENCH_DIR, ServerProcess, WorkerError, run_worker
 from report import render
-from sdks import PEERS, SDKS, distribution_version
+from sdks import PEERS, SDKS, SENDERS, distribution_version, is_ours
 
 
 @dataclass(frozen=True)
 class Plan:
-    """How much to measure: the full run fits in 5 minutes on 2 cores, quick in about 30 s."""
+    """How much to measure: the full run takes about 5-6 minutes on 2 cores (three rounds of
+    twelve bursts), quick about 40 s."""
 
     calls: int  # calls per timed block
     repeats: int  # timed blocks per case
@@ -49,7 +51,7 @@ FULL = Plan(
     burst_repeats=3,
     probe_requests=3000,
     probe_seconds=2.0,
-    budget_s=250.0,
+    budget_s=420.0,
 )
 QUICK = Plan(
     calls=2000,
@@ -71,12 +73,13 @@ class BurstConfig:
     queue: Optional[int] = None
 
 
-def burst_configs(sdks: list[str], events: int) -> list[BurstConfig]:
-    """Ours with shipped defaults (batch 15) and at batch 100; each peer with its shipped
-    defaults and at batch 100 with a queue that holds the whole burst."""
+def burst_configs(senders: list[str], events: int) -> list[BurstConfig]:
+    """Each of ours (track, handler, structlog) with shipped defaults (batch 15) and at batch
+    100; each peer with its shipped defaults and at batch 100 with a queue that holds the
+    whole burst."""
     configs = []
-    for sdk in sdks:
-        if sdk == "htevents-logging":
+    for sdk in senders:
+        if is_ours(sdk):
             configs.append(BurstConfig(f"{sdk}.defaults", sdk, "shipped defaults (batch 15)"))
             configs.append(BurstConfig(f"{sdk}.b100", sdk, "batch 100", batch=100))
         else:
@@ -89,12 +92,13 @@ def burst_configs(sdks: list[str], events: int) -> list[BurstConfig]:
 
 
 class Suite:
-    def __init__(self, plan: Plan, mode: str) -> None:
+    def __init__(self, plan: Plan, mode: str, command: str) -> None:
         self.plan = plan
         self.start = time.monotonic()
         self.errors: list[str] = []
         self.raw: dict[str, Any] = {
             "mode": mode,
+            "command": command,
             "plan": dataclasses.asdict(plan),
             "machine": describe(str(BENCH_DIR.parent)),
             "percall": {},
@@ -104,6 +108,14 @@ class Suite:
         self.sdks = [s for s in SDKS if s == "htevents-logging" or distribution_version(PEERS[s])]
         for peer in sorted(set(SDKS) - set(self.sdks)):
             self.errors.append(f"{peer} is not installed: pip install -e '.[bench]'")
+        has_structlog = distribution_version("structlog") is not None
+        if not has_structlog:
+            self.errors.append("structlog is not installed: pip install -e '.[bench]'")
+        self.senders = [
+            s
+            for s in SENDERS
+            if (s in self.sdks or is_ours(s)) and (has_structlog or not s.endswith("structlog"))
+        ]
 
     def log(self, text: str) -> None:
         print(f"[{time.monotonic() - self.start:6.1f}s] {text}", file=sys.stderr, flush=True)
@@ -147,6 +159,10 @@ class Suite:
         result.update(
             delivered=delivered,
             events_per_s=delivered / result["ack_s"],
+            cpu_us_per_event=result["cpu_s"] / delivered * 1e6 if delivered else None,
+            calling_cpu_us_per_event=(
+                result["calling_cpu_s"] / delivered * 1e6 if delivered else None
+            ),
             collector_cpu_s=collector_cpu,
             collector_share=collector_cpu / result["ack_s"],
             collector_requests=counts["requests"],
@@ -156,7 +172,7 @@ class Suite:
         return result
 
     def bursts(self, server: ServerProcess) -> None:
-        configs = burst_configs(self.sdks, self.plan.burst)
+        configs = burst_configs(self.senders, self.plan.burst)
         for config in configs:
             self.raw["bursts"][config.key] = {
                 **dataclasses.asdict(config),
@@ -220,7 +236,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=BENCH_DIR, help="where results.md/.json go")
     args = parser.parse_args(argv)
     netguard.install()
-    suite = Suite(QUICK if args.quick else FULL, "quick" if args.quick else "full")
+    command = "python benchmarks/run.py" + (" --quick" if args.quick else "")
+    suite = Suite(QUICK if args.quick else FULL, "quick" if args.quick else "full", command)
     raw = suite.run()
     analysis = analyze(raw)
     raw["analysis"] = analysis["as_json"]
