@@ -357,3 +357,23 @@ def test_celery_app_delivers_each_tasks_event_with_the_producers_user(
         "o-2": "456",
         "o-3": "789",
     }
+
+
+def test_fastapi_middleware_identifies_each_request_and_delivers_at_shutdown(
+    collector: Collector, run_example, tmp_path: Path
+) -> None:
+    pytest.importorskip("fastapi")
+    code = LOAD_EXAMPLE + textwrap.dedent(
+        """
+        from fastapi.testclient import TestClient
+        example = load_example(sys.argv[1], "fastapi_middleware_example")
+        with TestClient(example.app) as client:  # the lifespan: shutdown delivers and closes
+            for user in ("123", "456", None):
+                headers = {"X-User-Id": user} if user else {}
+                assert client.post("/orders", json={"total": 1}, headers=headers).status_code == 200
+        import os
+        os._exit(0)  # no atexit: only the lifespan shutdown can have delivered them
+        """
+    )
+    run_example(["-c", code, example("fastapi_middleware.py")], tmp_path)
+    assert [e.get("userId") for e in collector.events] == ["123", "456", None]
