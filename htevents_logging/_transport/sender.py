@@ -13,15 +13,13 @@ from collections.abc import Sequence
 from typing import Optional
 from urllib.parse import urljoin, urlsplit
 
-import requests
-
 from .._diagnostics import log
 from .._redact import redact_write_key
 from .._settings import Settings
 from .._time import wire_now
 from .._version import __version__
 from ..errors import DeliveryError, Reason
-from .channel import open_channel
+from .channel import Answer, open_channel
 from .clock import MONOTONIC, Clock, Closing
 from .envelope import Envelope
 from .ledger import Ledger
@@ -80,7 +78,7 @@ def parse_retry_after(value: Optional[str]) -> Optional[float]:
 MAX_ANSWER_BYTES = 8192
 
 
-def _finish(response: requests.Response) -> str:
+def _finish(response: Answer) -> str:
     """Read an answer (at most ``MAX_ANSWER_BYTES`` of it) and close it; return the start of
     its body, for errors.
 
@@ -288,7 +286,7 @@ class Sender:
                 return too_late()
             rushed = rushed or cut_short
 
-    def _exchange(self, body: bytes, timeout: float) -> tuple[requests.Response, Optional[str]]:
+    def _exchange(self, body: bytes, timeout: float) -> tuple[Answer, Optional[str]]:
         """One attempt: POST ``body``, following a 307 or 308 to the same scheme, host and port
         (``MAX_HOPS`` at most, same body and auth). Returns the final answer, and the
         ``Location`` of a redirect that was not followed (None when there was none)."""
