@@ -7,7 +7,11 @@ can ask for the fixture::
         checkout(cart)
         assert htevents_events[0]["event"] == "Order completed"
 
-It is a module of its own so that ``import htevents_logging.testing`` never imports pytest.
+The entry point carries this module's name, ``htevents_logging.pytest_plugin``: that is the name
+to switch it off (``-p no:htevents_logging.pytest_plugin``) or to ask for it where plugin
+autoloading is off (``-p htevents_logging.pytest_plugin``, or ``pytest_plugins`` in a
+``conftest.py``), and naming it again never registers it twice. It is a module of its own so
+that ``import htevents_logging.testing`` never imports pytest.
 """
 
 from __future__ import annotations
