@@ -12,17 +12,20 @@ Three things happen:
 
 - **Worker shutdown.** A prefork child (billiard) ends with ``os._exit``: no ``atexit`` hook
   runs there, so what its transport still holds would be lost. On ``worker_process_shutdown``
-  (each child) and ``worker_shutdown`` (the main process, the solo and threads pools) what every
-  client, handler and processor queued is delivered, within ``shutdown_timeout``.
+  (each child, at a warm shutdown and when ``max_tasks_per_child`` recycles it) and
+  ``worker_shutdown`` (the main process: the solo and threads pools) what every client,
+  handler and processor of the process queued is delivered, within ``shutdown_timeout``.
 - **Identity.** The identity bound where a task is sent (``htevents_logging.bind()``, a
   middleware's) travels in the task message's headers (``htevents_identity``), and is bound
-  around the task in the worker: its events carry the user who caused them.
+  around the task in the worker: its events carry the user who caused them. Ids a payload
+  names itself still win, as everywhere.
 - **Optionally** (``flush_after_task=True``) what a task logged is delivered when it ends, for
-  workers that may be killed without a shutdown (autoscaled, spot instances).
+  workers that may be killed without a shutdown (spot instances, a container killed at its
+  deadline).
 
-Nothing here ever raises into Celery: a failure is reported once on the ``htevents_logging``
-logger, and the task goes on. Celery is not imported by this module: the signals are looked
-up on the app's Celery when ``instrument`` is called.
+Nothing here ever raises into Celery: a failure is reported (at most once per ten seconds) on
+the ``htevents_logging`` logger, and the task goes on. Celery is not imported by this module:
+its signals are looked up when ``instrument`` is called.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .._diagnostics import warn_limited
 from .._encoding import to_jsonable
@@ -44,12 +47,17 @@ __all__ = ["IDENTITY_HEADER", "instrument"]
 #: The task message header that carries the producer's identity.
 IDENTITY_HEADER = "htevents_identity"
 
-_instrumented: set[int] = set()  # id() of the apps instrumented (signals are process-wide)
-_bound: dict[str, contextlib.ExitStack] = {}  # task id -> the bind() around it
+# Celery's signals are process-wide. The hooks that concern the process (publishing, the
+# shutdowns) are connected once; those that concern an app's tasks, once per app. Both carry
+# a dispatch_uid, so Celery itself refuses a second connection.
+_DISPATCH_UID = "htevents_logging.contrib.celery"
 _lock = threading.Lock()
+_process_hooks = False
+_instrumented: set[int] = set()  # id() of the apps instrumented (each is kept alive by its hooks)
+_bound: dict[str, contextlib.ExitStack] = {}  # task id -> the bind() around it
 
 
-def _guarded(what: str, handler: Any) -> Any:
+def _guarded(what: str, handler: Callable[..., None]) -> Callable[..., None]:
     """``handler`` as a signal receiver that never raises into Celery."""
 
     def receiver(*args: Any, **kwargs: Any) -> None:
@@ -84,29 +92,64 @@ def _identity_header() -> Optional[dict[str, Any]]:
     return header or None
 
 
+def _publishing(headers: Optional[dict[str, Any]] = None, **_: Any) -> None:
+    """``before_task_publish``: put the bound identity in the message's headers."""
+    if headers is None or IDENTITY_HEADER in headers:
+        return
+    value = _identity_header()
+    if value is not None:
+        headers[IDENTITY_HEADER] = value
+
+
+def _shutting_down(**_: Any) -> None:
+    """``worker_process_shutdown`` / ``worker_shutdown``: deliver what the process queued."""
+    at_exit()
+
+
+def _header_of(request: Any) -> Optional[Mapping[str, Any]]:
+    """The identity header of a task's request: an attribute of it for a message from a
+    broker; in ``request.headers`` for ``task.apply(headers=...)``."""
+    value = getattr(request, IDENTITY_HEADER, None)
+    if value is None:
+        headers = getattr(request, "headers", None)
+        if isinstance(headers, Mapping):
+            value = headers.get(IDENTITY_HEADER)
+    return value if isinstance(value, Mapping) else None
+
+
+def _connect(signal: Any, what: str, handler: Callable[..., None], uid: str) -> None:
+    # weak=False: the receivers are closures, referenced only by the signal.
+    signal.connect(_guarded(what, handler), weak=False, dispatch_uid=uid)
+
+
 def instrument(
     app: Any, *, flush_after_task: bool = False, flush_timeout: Optional[float] = None
 ) -> None:
-    """Deliver at worker shutdown, carry the producer's identity into its tasks, and with
-    ``flush_after_task`` flush when each task ends (within ``flush_timeout`` seconds; default:
-    ``shutdown_timeout``). Call it once where the app is made; calling it again does nothing.
+    """Make a Celery app's workers deliver every event, each with the user who caused it.
+
+    Connects to Celery's signals: the identity bound with :func:`htevents_logging.bind`
+    where a task is sent travels in its message and is bound around it in the worker, and
+    what a worker process queued is delivered when it shuts down (a prefork child exits
+    without ``atexit``: without this its last events are lost). With ``flush_after_task``,
+    what each task logged is also delivered when it ends, within ``flush_timeout`` seconds
+    (default: ``shutdown_timeout``). Call it where the app is made, in the module both the
+    producer and the worker import; calling it again for the same app does nothing.
     """
+    global _process_hooks
+    from celery import signals  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
     with _lock:
         if id(app) in _instrumented:
             return
         _instrumented.add(id(app))
-    from celery import signals  # type: ignore[import-untyped,import-not-found,unused-ignore]
-
-    def publishing(headers: Optional[dict[str, Any]] = None, **_: Any) -> None:
-        value = _identity_header()
-        if value is not None and headers is not None:
-            headers.setdefault(IDENTITY_HEADER, value)
+        connect_process_hooks = not _process_hooks
+        _process_hooks = True
 
     def starting(task_id: Optional[str] = None, task: Any = None, **_: Any) -> None:
         if task is None or task_id is None or getattr(task, "app", app) is not app:
             return
-        value = getattr(task.request, IDENTITY_HEADER, None)
-        if not isinstance(value, Mapping):
+        value = _header_of(task.request)
+        if value is None:
             return
         context = value.get("context")
         stack = contextlib.ExitStack()
@@ -120,6 +163,7 @@ def instrument(
         _bound[task_id] = stack
 
     def ending(task_id: Optional[str] = None, task: Any = None, **_: Any) -> None:
+        # task_postrun is sent whether the task returned or raised.
         if task is not None and getattr(task, "app", app) is not app:
             return
         stack = _bound.pop(task_id or "", None)
@@ -128,18 +172,15 @@ def instrument(
         if flush_after_task:
             flush_all(flush_timeout)
 
-    def shutting_down(**_: Any) -> None:
-        at_exit()
-
-    receivers = {
-        "before_task_publish": publishing,
-        "task_prerun": starting,
-        "task_postrun": ending,
-        "worker_process_shutdown": shutting_down,
-        "worker_shutdown": shutting_down,
-    }
-    for name, handler in receivers.items():
-        receiver = _guarded(name, handler)
-        # weak=False: the receivers are closures, referenced only by the signal.
-        getattr(signals, name).connect(receiver, weak=False)
+    if connect_process_hooks:
+        _connect(
+            signals.before_task_publish,
+            "before_task_publish",
+            _publishing,
+            f"{_DISPATCH_UID}.before_task_publish",
+        )
+        for name in ("worker_process_shutdown", "worker_shutdown"):
+            _connect(getattr(signals, name), name, _shutting_down, f"{_DISPATCH_UID}.{name}")
+    _connect(signals.task_prerun, "task_prerun", starting, f"{_DISPATCH_UID}.prerun.{id(app)}")
+    _connect(signals.task_postrun, "task_postrun", ending, f"{_DISPATCH_UID}.postrun.{id(app)}")
     logging.getLogger("htevents_logging").debug("instrumented the Celery app %r", app)
