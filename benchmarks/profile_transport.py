@@ -100,6 +100,7 @@ STAGES: list[tuple[str, Callable[[str, str], bool]]] = [
         _in(
             "htevents_logging/_transport/sender.py",
             "htevents_logging/_transport/channel.py",
+            "htevents_logging/_transport/http11.py",
             "htevents_logging/_transport/exporters.py",
             "htevents_logging/_transport/spool.py",
             "/requests/",
