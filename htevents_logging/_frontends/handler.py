@@ -68,6 +68,7 @@ _SHUTDOWN_PAIR_WINDOW = 1.0
 
 #: Where :class:`CaptureIdentity` keeps the logging thread's identity on a record.
 _CAPTURED = "_htevents_identity"
+_NOT_CAPTURED: Any = object()
 
 
 def _loguru_extra(record: logging.LogRecord) -> Optional[dict[str, Any]]:
@@ -80,11 +81,10 @@ def _loguru_extra(record: logging.LogRecord) -> Optional[dict[str, Any]]:
 def _identity_of(record: logging.LogRecord) -> Optional[Identity]:
     """The identity captured on the logging thread (behind a ``QueueHandler``), or this
     thread's when none was: the handler then runs on the logging thread itself."""
-    try:
-        captured: Optional[Identity] = record.__dict__[_CAPTURED]
-    except KeyError:
+    captured = record.__dict__.get(_CAPTURED, _NOT_CAPTURED)
+    if captured is _NOT_CAPTURED:  # the common case: no exception raised and caught for it
         return calling_identity()
-    return captured
+    return captured  # type: ignore[no-any-return]
 
 
 class CaptureIdentity(logging.Filter):

@@ -138,9 +138,11 @@ def _payload_type(payload: Mapping[Any, Any]) -> Any:
 def _copy(payload: Mapping[Any, Any]) -> dict[Any, Any]:
     """The payload and the dicts in it, copied: the caller may change them after the call
     (at most so many entries: see ``bounded_dict``)."""
-    if type(payload) is not dict:
-        payload = bounded_dict(payload)
-    return {key: dict(value) if type(value) is dict else value for key, value in payload.items()}
+    copy = payload.copy() if type(payload) is dict else bounded_dict(payload)
+    for key, value in copy.items():  # (changing values, not keys, while iterating is safe)
+        if type(value) is dict:
+            copy[key] = value.copy()
+    return copy
 
 
 def _report(error: BaseException, payload_key: str, origin: Origin) -> None:

@@ -255,18 +255,14 @@ class BatchWorker(logging.handlers.QueueListener):
         drained."""
         q = self.queue
         try:
-            if self._closing.is_set():
-                try:
-                    item = q.get_nowait()
-                except queue.Empty:
-                    if len(self._batcher):
-                        return _WAKE
-                    self._finished = True
-                    item = q.get_nowait()  # one put may have raced the flag
-            else:
-                item = timed_get(q, self._time_left()) if block else q.get_nowait()
+            item = q.get_nowait()  # a backlog: no clock to read, no flag to look at
         except queue.Empty:
-            return _WAKE if not self._finished else _STOP
+            try:
+                item = self._when_empty(q, block)
+            except queue.Empty:
+                return _WAKE if not self._finished else _STOP
+            if item is None:
+                return _WAKE
         if isinstance(item, (_Wake, FlushRequest)):
             self._marker_taken()
             return item
@@ -277,6 +273,16 @@ class BatchWorker(logging.handlers.QueueListener):
             if q.qsize() < self._batcher.max_events:
                 self._linger_while_busy()
         return item
+
+    def _when_empty(self, q: queue.SimpleQueue[Any], block: bool) -> Any:
+        """The next item once the queue was found empty: waited for until the current batch
+        or the exporter's next poll falls due (``None`` when closing with a batch to send)."""
+        if self._closing.is_set():
+            if len(self._batcher):
+                return None
+            self._finished = True
+            return q.get_nowait()  # one put may have raced the flag
+        return timed_get(q, self._time_left()) if block else q.get_nowait()
 
     def _linger_while_busy(self) -> None:
         """Let a burst gather (see ``LINGER``), waiting without the GIL."""
