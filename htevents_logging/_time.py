@@ -78,6 +78,25 @@ def _parse_iso_8601(text: str) -> _dt.datetime:
 _EXACT_SECONDS = 2e9
 
 
+def _format_epoch(value: float) -> str:
+    """Seconds since the epoch in the wire format (the second's text is cached)."""
+    global _last_second
+    if not _EPOCH_RANGE[0] <= value < _EPOCH_RANGE[1]:  # also False for NaN
+        raise _out_of_range(value)
+    # Whole microseconds first: 1704164645.678 is 1704164645.67799997... as a float, and
+    # its millisecond is 678, as the Node SDK (which takes milliseconds) would send.
+    seconds, micros = divmod(round(value * 1_000_000), 1_000_000)
+    cached_second, text = _last_second
+    if cached_second != seconds:
+        t = time.gmtime(seconds)
+        text = (
+            f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
+            f"T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+        )
+        _last_second = (seconds, text)
+    return f"{text}.{micros // 1000:03d}Z"
+
+
 def format_timestamp(value: Timestamp) -> str:
     """Format a time as the wire wants it: UTC, milliseconds, ``Z``.
 
@@ -87,7 +106,8 @@ def format_timestamp(value: Timestamp) -> str:
     epoch (as in ``LogRecord.created``). Raises ``ValueError`` for a time out of range and
     ``TypeError`` for anything else.
     """
-    global _last_second
+    if type(value) is float or type(value) is int:  # LogRecord.created, time.time()
+        return _format_epoch(value)
     if isinstance(value, bool):
         raise TypeError("timestamp must be a datetime, an ISO-8601 string or epoch seconds")
     if isinstance(value, _dt.datetime) and value.tzinfo is not None:
@@ -102,21 +122,7 @@ def format_timestamp(value: Timestamp) -> str:
         if -_EXACT_SECONDS < seconds < _EXACT_SECONDS:
             value = seconds
     if isinstance(value, (int, float)):
-        if not _EPOCH_RANGE[0] <= value < _EPOCH_RANGE[1]:  # also False for NaN
-            raise _out_of_range(value)
-        # Whole microseconds first: 1704164645.678 is 1704164645.67799997... as a float, and
-        # its millisecond is 678, as the Node SDK (which takes milliseconds) would send.
-        seconds, micros = divmod(round(value * 1_000_000), 1_000_000)
-        millis = micros // 1000
-        cached_second, text = _last_second
-        if cached_second != seconds:
-            t = time.gmtime(seconds)
-            text = (
-                f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
-                f"T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
-            )
-            _last_second = (seconds, text)
-        return f"{text}.{millis:03d}Z"
+        return _format_epoch(value)
     if isinstance(value, str):
         try:
             value = _parse_iso_8601(value.strip())

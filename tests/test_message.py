@@ -226,6 +226,20 @@ def test_made_ids_are_distinct_rfc_4122_version_4_uuids_across_refills():
         assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, made)
 
 
+def test_every_random_digit_of_a_made_id_is_its_own():
+    """The ids are laid out column by column: each of the 30 random places takes all 16 hex
+    digits, the variant place 8, 9, a or b, and no two places carry the same digit."""
+    from htevents_logging._message import new_message_id
+
+    ids = [new_message_id() for _ in range(4096)]
+    columns = ["".join(made[at] for made in ids) for at in range(36)]
+    fixed = {8: {"-"}, 13: {"-"}, 18: {"-"}, 23: {"-"}, 14: {"4"}, 19: set("89ab")}
+    for at, column in enumerate(columns):
+        assert set(column) == fixed.get(at, set("0123456789abcdef")), at
+    random_places = [column for at, column in enumerate(columns) if at not in fixed]
+    assert len(set(random_places)) == len(random_places)
+
+
 @settings(max_examples=2000, deadline=None)
 @given(
     st.datetimes(
