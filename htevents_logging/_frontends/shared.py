@@ -240,37 +240,34 @@ def send_payload(
 ) -> None:
     """Hand one logged payload to ``client``; never raises, never waits on the network.
     ``identity`` gives the identity the message takes (read on the calling thread)."""
-    draft: Optional[LogDraft] = None
-    type_: Any = None
-    event: Optional[str] = None
-    is_mapping = isinstance(payload, Mapping)
+    if type(payload) is not dict and not isinstance(payload, Mapping):
+        try:
+            client.emit("track", payload)  # not a mapping: refused with a TypeError, counted
+        except Exception as error:
+            _report(error, payload_key, origin)
+        return
     try:
-        if is_mapping:
-            type_ = _payload_type(payload)
-            if callable(event_default):
-                wanted = not payload.get("event") and type_ == "track"
-                event = event_default() if wanted else None
-            else:
-                event = event_default
-            draft = LogDraft(
-                client,
-                _copy(payload),
-                fields,
-                event,
-                time.time() if timestamp_default is None else timestamp_default,
-                identity(),
-                payload_key,
-                origin,
-                trace_context() if client.settings.capture_trace_context else None,
-            )
+        if callable(event_default):
+            wanted = not payload.get("event") and _payload_type(payload) == "track"
+            event = event_default() if wanted else None
+        else:
+            event = event_default
+        draft = LogDraft(
+            client,
+            _copy(payload),
+            fields,
+            event,
+            time.time() if timestamp_default is None else timestamp_default,
+            identity(),
+            payload_key,
+            origin,
+            trace_context() if client.settings.capture_trace_context else None,
+        )
     except Exception as error:  # a payload (or log message) that cannot even be read
         reject(client, error, payload_key, origin)
         return
     try:
-        if draft is not None:
-            client.enqueue(draft)
-        else:
-            client.emit("track", payload)  # not a mapping: refused with a TypeError, counted
+        client.enqueue(draft)
     except Exception as error:  # refused by the client, which counted it
         _report(error, payload_key, origin)
 
