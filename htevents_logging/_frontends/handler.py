@@ -36,21 +36,9 @@ from typing_extensions import Unpack
 from .._client import ClientSettings, HtEvents
 from .._diagnostics import holds_logging_lock
 from .._identity import Identity, calling_identity
-from .._transport import is_transport_thread
-from ..errors import Reason
-from .shared import (
-    DEFAULT_PAYLOAD_KEY,
-    ON_TRANSPORT_THREAD,
-    ids_beside,
-    make_client,
-    send_payload,
-)
+from .shared import DEFAULT_PAYLOAD_KEY, ids_beside, is_own_logger, make_client, send_payload
 
 __all__ = ["DEFAULT_PAYLOAD_KEY", "HtEventsHandler"]
-
-# The package's own loggers ("htevents_logging" and its children) never make events.
-_OWN_LOGGER = "htevents_logging"
-_OWN_PREFIX = _OWN_LOGGER + "."
 
 
 def _message_of(record: logging.LogRecord) -> str:
@@ -206,10 +194,7 @@ class HtEventsHandler(logging.Handler):
             payload = extra[self.payload_key]
             fields = ids_beside(payload, extra)  # logger.contextualize(user_id=...)
         name = record.name
-        if name == _OWN_LOGGER or name.startswith(_OWN_PREFIX):
-            return
-        if is_transport_thread():
-            self.client.count_dropped(Reason.TRANSPORT_THREAD, ON_TRANSPORT_THREAD)
+        if is_own_logger(name):
             return
         send_payload(
             self.client,

@@ -19,21 +19,15 @@ from typing_extensions import Unpack
 
 from .._client import ClientSettings, HtEvents
 from .._flushing import off_the_loop
-from .._transport import is_transport_thread
-from ..errors import Reason
 from .shared import (
     DEFAULT_PAYLOAD_KEY,
-    ON_TRANSPORT_THREAD,
     ids_beside,
+    is_own_logger,
     make_client,
     send_payload,
 )
 
 __all__ = ["HtEventsSink"]
-
-# The package's own loggers never make events (no feedback loop).
-_OWN_LOGGER = "htevents_logging"
-_OWN_PREFIX = _OWN_LOGGER + "."
 
 
 class _Done:
@@ -139,10 +133,7 @@ class HtEventsSink:
         if payload is None:
             return
         name = record["name"] or ""
-        if name == _OWN_LOGGER or name.startswith(_OWN_PREFIX):
-            return
-        if is_transport_thread():
-            self.client.count_dropped(Reason.TRANSPORT_THREAD, ON_TRANSPORT_THREAD)
+        if is_own_logger(name):
             return
         send_payload(
             self.client,

@@ -25,11 +25,8 @@ from typing_extensions import Unpack
 
 from .._client import ClientSettings, HtEvents
 from .._diagnostics import log
-from .._transport import is_transport_thread
-from ..errors import Reason
 from .shared import (
     DEFAULT_PAYLOAD_KEY,
-    ON_TRANSPORT_THREAD,
     Origin,
     ids_beside,
     make_client,
@@ -97,9 +94,6 @@ class HtEventsProcessor:
             return event_dict
         payload = event_dict.pop(self.payload_key, None)
         if payload is None:
-            return event_dict
-        if is_transport_thread():
-            self.client.count_dropped(Reason.TRANSPORT_THREAD, ON_TRANSPORT_THREAD)
             return event_dict
         origin: Origin = ("structlog", "", "")
         try:

@@ -23,7 +23,7 @@ from .._identity import Identity, current_identity
 from .._settings import MissingWriteKey
 from .._time import Timestamp
 from .._tracing import trace_context
-from .._transport import Envelope
+from .._transport import Envelope, is_transport_thread
 from ..errors import MessageTooLargeError, Reason
 from ..typing import Callback, ErrorHandler
 
@@ -33,6 +33,7 @@ __all__ = [
     "LogDraft",
     "Origin",
     "ids_beside",
+    "is_own_logger",
     "make_client",
     "reject",
     "send_payload",
@@ -48,6 +49,16 @@ EventDefault = Union[str, Callable[[], str], None]
 #: Where a payload was logged: ("logger", name, "") for the handler, ("structlog", logger
 #: name, event) for the processor. Formatted only when a warning is due.
 Origin = tuple[str, str, str]
+
+
+#: The package's own logger: it and its children never make events (no feedback loop).
+OWN_LOGGER = "htevents_logging"
+_OWN_LENGTH = len(OWN_LOGGER)
+
+
+def is_own_logger(name: str) -> bool:
+    """Whether ``name`` is the package's logger or one of its children."""
+    return name.startswith(OWN_LOGGER) and (len(name) == _OWN_LENGTH or name[_OWN_LENGTH] == ".")
 
 
 # A payload that names one of these keeps its own ids; otherwise the ids logged beside it are used.
@@ -239,7 +250,13 @@ def send_payload(
     identity: Callable[[], Optional[Identity]] = current_identity,
 ) -> None:
     """Hand one logged payload to ``client``; never raises, never waits on the network.
-    ``identity`` gives the identity the message takes (read on the calling thread)."""
+    ``identity`` gives the identity the message takes (read on the calling thread).
+
+    On the transport thread (a callback or ``on_error`` that logs) nothing is sent: the
+    payload is counted as dropped, so a failure cannot feed itself."""
+    if is_transport_thread():
+        client.count_dropped(Reason.TRANSPORT_THREAD, ON_TRANSPORT_THREAD)
+        return
     if type(payload) is not dict and not isinstance(payload, Mapping):
         try:
             client.emit("track", payload)  # not a mapping: refused with a TypeError, counted
@@ -247,8 +264,9 @@ def send_payload(
             _report(error, payload_key, origin)
         return
     try:
-        if callable(event_default):
-            wanted = not payload.get("event") and _payload_type(payload) == "track"
+        if callable(event_default):  # made only for a track that names no event
+            type_ = payload.get("type")
+            wanted = not payload.get("event") and (type_ is None or type_ == "track")
             event = event_default() if wanted else None
         else:
             event = event_default
