@@ -29,14 +29,22 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from typing import Any, Optional, Union
 
 from typing_extensions import Unpack
 
 from .._client import ClientSettings, HtEvents
 from .._diagnostics import holds_logging_lock
-from .._identity import Identity, calling_identity
-from .shared import DEFAULT_PAYLOAD_KEY, ids_beside, is_own_logger, make_client, send_payload
+from .._identity import calling_identity
+from .shared import (
+    DEFAULT_PAYLOAD_KEY,
+    OWN_LOGGER,
+    ids_beside,
+    is_own_logger,
+    make_client,
+    send_payload,
+)
 
 __all__ = ["DEFAULT_PAYLOAD_KEY", "HtEventsHandler"]
 
@@ -64,15 +72,6 @@ def _loguru_extra(record: logging.LogRecord) -> Optional[dict[str, Any]]:
     makes records with an ``extra`` attribute holding it), or ``None``."""
     extra = record.__dict__.get("extra")
     return extra if type(extra) is dict else None
-
-
-def _identity_of(record: logging.LogRecord) -> Optional[Identity]:
-    """The identity captured on the logging thread (behind a ``QueueHandler``), or this
-    thread's when none was: the handler then runs on the logging thread itself."""
-    captured = record.__dict__.get(_CAPTURED, _NOT_CAPTURED)
-    if captured is _NOT_CAPTURED:  # the common case: no exception raised and caught for it
-        return calling_identity()
-    return captured  # type: ignore[no-any-return]
 
 
 class CaptureIdentity(logging.Filter):
@@ -194,16 +193,19 @@ class HtEventsHandler(logging.Handler):
             payload = extra[self.payload_key]
             fields = ids_beside(payload, extra)  # logger.contextualize(user_id=...)
         name = record.name
-        if is_own_logger(name):
+        if name.startswith(OWN_LOGGER) and is_own_logger(name):  # (one C call, mostly)
             return
+        identity = record.__dict__.get(_CAPTURED, _NOT_CAPTURED)
+        if identity is _NOT_CAPTURED:  # the common case: no QueueHandler in front
+            identity = calling_identity()
         send_payload(
             self.client,
             payload,
             payload_key=self.payload_key,
             origin=("logger", name, ""),
-            event_default=lambda: _message_of(record),
+            event_default=partial(_message_of, record),
             timestamp_default=record.created,
-            identity=lambda: _identity_of(record),
+            identity=identity,
             fields=fields,
         )
 

@@ -19,6 +19,7 @@ from typing_extensions import Unpack
 
 from .._client import ClientSettings, HtEvents
 from .._flushing import off_the_loop
+from .._identity import current_identity
 from .shared import (
     DEFAULT_PAYLOAD_KEY,
     ids_beside,
@@ -143,6 +144,7 @@ class HtEventsSink:
             event_default=record["message"],
             timestamp_default=record["time"],  # formatted on the transport thread
             fields=ids_beside(payload, extra),
+            identity=current_identity(),
         )
 
     def stop(self) -> None:

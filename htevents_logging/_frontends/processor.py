@@ -25,6 +25,7 @@ from typing_extensions import Unpack
 
 from .._client import ClientSettings, HtEvents
 from .._diagnostics import log
+from .._identity import current_identity
 from .shared import (
     DEFAULT_PAYLOAD_KEY,
     Origin,
@@ -111,6 +112,7 @@ class HtEventsProcessor:
             origin=origin,
             event_default=None if event is None else origin[2],
             fields=fields,
+            identity=current_identity(),
         )
         return event_dict
 

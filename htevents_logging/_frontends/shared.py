@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional, Union
 from .._client import ClientSettings, HtEvents, keyless_client
 from .._diagnostics import warn_limited
 from .._encoding import bounded_dict
-from .._identity import Identity, current_identity
+from .._identity import Identity
 from .._settings import MissingWriteKey
 from .._time import Timestamp
 from .._tracing import trace_context
@@ -247,10 +247,12 @@ def send_payload(
     event_default: EventDefault = None,
     timestamp_default: Optional[Timestamp] = None,
     fields: Optional[dict[str, Any]] = None,
-    identity: Callable[[], Optional[Identity]] = current_identity,
+    identity: Optional[Identity],
 ) -> None:
     """Hand one logged payload to ``client``; never raises, never waits on the network.
-    ``identity`` gives the identity the message takes (read on the calling thread).
+    ``identity`` is the identity the message takes, read on the calling thread by the
+    front-end (:func:`~htevents_logging._identity.current_identity`, or the one a
+    ``CaptureIdentity`` filter kept on a record).
 
     On the transport thread (a callback or ``on_error`` that logs) nothing is sent: the
     payload is counted as dropped, so a failure cannot feed itself."""
@@ -276,7 +278,7 @@ def send_payload(
             fields,
             event,
             time.time() if timestamp_default is None else timestamp_default,
-            identity(),
+            identity,
             payload_key,
             origin,
             trace_context() if client.settings.capture_trace_context else None,

@@ -219,6 +219,13 @@ class Transport(OutletBase):
 
     # -- the calling thread ---------------------------------------------------------------
 
+    def submit(self, item: Queueable) -> bool:
+        """Hand over one message without waiting; False (and reported) when it is dropped.
+        (The common case, a running transport and nothing installed, straight to the queue.)"""
+        if self._started and not self._closed and not _installed:
+            return self._put(item)
+        return super().submit(item)
+
     def _accept(self, item: Queueable) -> bool:
         """Queue one message without waiting; False (and reported) when it is dropped."""
         if self._closed:
@@ -229,6 +236,11 @@ class Transport(OutletBase):
             if why is not None:
                 self.drop(item, Reason.NO_THREAD, f"the background thread could not start ({why})")
                 return False
+        return self._put(item)
+
+    def _put(self, item: Queueable) -> bool:
+        """Put one message on the started transport's queue (waiting for room only as
+        ``block_on_full`` allows); False (and reported) when it is dropped."""
         worker = self._worker
         if not worker.put(item) and not worker.put(item, self._patience()):
             self.drop(
