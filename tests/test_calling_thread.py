@@ -111,3 +111,28 @@ def test_message_ids_are_random_version_4_uuids():
     for text in list(ids)[:100]:
         parsed = uuid.UUID(text)
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == text
+
+
+def test_queued_events_of_one_logger_share_one_origin(monkeypatch):
+    """A queued event keeps where it was logged (for the warning, should it be invalid): one
+    tuple per logger, not one per record, so a full queue holds less."""
+    from htevents_logging._frontends import shared
+
+    origins = shared.LoggerOrigins()
+    assert origins["app.orders"] is origins["app.orders"] == ("logger", "app.orders", "")
+
+    monkeypatch.setattr(shared, "MAX_LOGGER_ORIGINS", 1)
+    bounded = shared.LoggerOrigins()
+    bounded["first"], bounded["second"], bounded["third"]
+    assert list(bounded) == ["first"]  # a service naming a logger per request cannot grow it
+    assert bounded["third"] == ("logger", "third", "")
+
+
+def test_an_invalid_event_queued_still_names_its_logger(blocked, caplog):
+    logger, _, gate = blocked
+    logger.info("Order completed", extra={"htevent": {"userID": "typo"}})
+    with caplog.at_level(logging.WARNING, logger="htevents_logging"):
+        gate.set()
+        assert logger.handlers[0].client.flush(5)
+    assert "on logger 'test.calling_thread'" in caplog.text
+    assert "userID" in caplog.text

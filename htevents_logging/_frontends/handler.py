@@ -40,6 +40,7 @@ from .._identity import calling_identity
 from .shared import (
     DEFAULT_PAYLOAD_KEY,
     OWN_LOGGER,
+    LoggerOrigins,
     ids_beside,
     is_own_logger,
     make_client,
@@ -159,6 +160,7 @@ class HtEventsHandler(logging.Handler):
         # close() flushes by itself: logging.shutdown() (3.12+) need not call flush() first.
         self.flushOnClose = False
         self._flush_timed_out_at: Optional[float] = None
+        self._origins = LoggerOrigins()
 
     def __repr__(self) -> str:
         level = logging.getLevelName(self.level)
@@ -202,7 +204,7 @@ class HtEventsHandler(logging.Handler):
             self.client,
             payload,
             payload_key=self.payload_key,
-            origin=("logger", name, ""),
+            origin=self._origins[name],
             event_default=partial(_message_of, record),
             timestamp_default=record.created,
             identity=identity,

@@ -22,6 +22,7 @@ from .._flushing import off_the_loop
 from .._identity import current_identity
 from .shared import (
     DEFAULT_PAYLOAD_KEY,
+    LoggerOrigins,
     ids_beside,
     is_own_logger,
     make_client,
@@ -117,6 +118,7 @@ class HtEventsSink:
         )
         #: The key of ``extra`` that carries an event.
         self.payload_key = payload_key
+        self._origins = LoggerOrigins()
         #: loguru's ``complete`` hook (see :class:`_Completion`).
         self.complete = _Completion(self.client.flush)
 
@@ -140,7 +142,7 @@ class HtEventsSink:
             self.client,
             payload,
             payload_key=self.payload_key,
-            origin=("logger", name, ""),
+            origin=self._origins[name],
             event_default=record["message"],
             timestamp_default=record["time"],  # formatted on the transport thread
             fields=ids_beside(payload, extra),

@@ -22,8 +22,15 @@ class Queueable(Protocol):
     ``None`` for a message it rejected (and reported).
     """
 
-    on_error: Optional[ErrorHandler]
-    callback: Optional[Callback]
+    @property
+    def on_error(self) -> Optional[ErrorHandler]:
+        """Who is told when the message fails (the client's ``on_error``)."""
+        ...
+
+    @property
+    def callback(self) -> Optional[Callback]:
+        """Who is told of the message's outcome (a direct call's callback)."""
+        ...
 
     def prepare(self) -> Optional[Envelope]:
         """The message built and encoded; ``None`` when it is invalid (counted and reported)."""
