@@ -136,3 +136,22 @@ def test_an_invalid_event_queued_still_names_its_logger(blocked, caplog):
         assert logger.handlers[0].client.flush(5)
     assert "on logger 'test.calling_thread'" in caplog.text
     assert "userID" in caplog.text
+
+
+def test_a_queued_event_is_one_object_for_the_garbage_collector():
+    """A backlog is traversed by every full collection the application runs: a logged event
+    with a flat payload queues one tracked object (the copy of its payload is the draft), and
+    the dicts in it that hold only plain values stay untracked."""
+    import gc
+
+    from htevents_logging import HtEvents
+    from htevents_logging._frontends.shared import LogDraft
+
+    client = HtEvents(disable=True)
+    payload = {"userId": "1", "properties": {"total": 9.5}}
+    draft = LogDraft(client, payload, None, "Order", 1.0, None, "htevent", ("logger", "x", ""))
+
+    tracked = [o for o in (draft, *draft.values()) if gc.is_tracked(o)]
+    assert tracked == [draft]
+    assert draft == payload and draft["properties"] is not payload["properties"]
+    client.close()
