@@ -34,6 +34,7 @@ class OneAnswerPerConnection:
         self.sock.listen()
         self.connections = 0
         self.requests = 0
+        self.closed = 0  # connections this server has closed
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -64,6 +65,7 @@ class OneAnswerPerConnection:
                     body += connection.recv(65536)
                 self.requests += 1
                 connection.sendall(OK)  # then closes: the client's kept-alive one is stale
+            self.closed += 1
 
     def close(self) -> None:
         self.sock.close()
@@ -81,6 +83,9 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_not_retried(closi
     for n in range(3):
         client.track(user_id="1", event=f"E{n}")
         assert_flushed(client)  # one batch at a time: each finds the last connection closed
+        # (closed by now: the server thread may still be between its answer and its close,
+        # and a request racing a server's close is a failed attempt, as for any client)
+        assert wait_until(lambda closed=n + 1: closing_server.closed == closed)
     stats = client.stats()
     assert (stats["sent"], stats["retries"], stats["failed"]) == (3, 0, 0)
     assert closing_server.requests == 3
