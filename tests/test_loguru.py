@@ -187,3 +187,30 @@ def test_a_logging_call_never_waits_on_the_network(added, collector, write_key):
     assert (stats["sent"], stats["failed"], collector.events) == (0, 0, [])  # still on its way
     # (enqueued is read without a lock: the thread may have the event in hand for a moment)
     assert wait_until(lambda: sink.client.stats()["enqueued"] == 1)
+
+
+def test_the_packages_own_modules_never_make_events(sink):
+    with capture_events() as events:
+        logger.patch(lambda record: record.update(name="htevents_logging._transport")).info(
+            "own", htevent={"userId": "1"}
+        )
+        logger.patch(lambda record: record.update(name="htevents_logging_app")).info(
+            "Kept", htevent={"userId": "1"}
+        )
+    assert [e["event"] for e in events] == ["Kept"]
+
+
+def test_an_event_logged_on_the_transport_thread_is_counted_not_sent(added, collector, write_key):
+    client = HtEvents(write_key, host=collector.url, flush_interval=0.05)
+    added(HtEventsSink(client=client))
+
+    def log_from_the_callback(error: Any, message: Any) -> None:  # on the transport thread
+        logger.info("Looped", htevent={"userId": "u"})
+
+    try:
+        client.track(user_id="u", event="Direct", callback=log_from_the_callback)
+        assert client.flush(5)
+        assert client.stats()["dropped_by_reason"] == {"transport_thread": 1}
+        assert [event["event"] for event in collector.events] == ["Direct"]
+    finally:
+        client.close()

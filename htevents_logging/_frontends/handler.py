@@ -39,7 +39,6 @@ from .._diagnostics import holds_logging_lock
 from .._identity import calling_identity
 from .shared import (
     DEFAULT_PAYLOAD_KEY,
-    OWN_LOGGER,
     LoggerOrigins,
     ids_beside,
     is_own_logger,
@@ -195,7 +194,7 @@ class HtEventsHandler(logging.Handler):
             payload = extra[self.payload_key]
             fields = ids_beside(payload, extra)  # logger.contextualize(user_id=...)
         name = record.name
-        if name.startswith(OWN_LOGGER) and is_own_logger(name):  # (one C call, mostly)
+        if is_own_logger(name):
             return
         identity = record.__dict__.get(_CAPTURED, _NOT_CAPTURED)
         if identity is _NOT_CAPTURED:  # the common case: no QueueHandler in front

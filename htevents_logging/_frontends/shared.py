@@ -194,8 +194,8 @@ class LogDraft(dict):  # type: ignore[type-arg]
     Why a dict: a queued event is then one object the garbage collector tracks instead of two
     (the copy and an object holding it). A backlog of queued events is traversed by every
     full collection the application's threads run, so each tracked object per event costs
-    them time while the transport catches up (about 0.7 µs per logged event with 10,000 queued,
-    see benchmarks/README.md).
+    them time while the transport catches up (with 10,000 queued, the collector took about
+    1.5 µs of a logged event's 7.4: benchmarks/README.md, "Where the time goes").
     """
 
     #: A logged event has no callback (its ``on_error`` is the client's).
