@@ -142,7 +142,9 @@ RAW_FORK = """
 import logging, os, sys
 from htevents_logging import HtEvents, HtEventsHandler, _lifecycle
 
-key, url = sys.argv[1:3]
+key, url, marker = sys.argv[1:4]
+if marker == "getpid":  # a platform without MADV_WIPEONFORK: every check asks getpid()
+    _lifecycle._unforked, _lifecycle._marker_works = bytearray(1), False
 htevents = HtEvents(key, host=url, flush_interval=60)
 logger = logging.getLogger("app")
 logger.addHandler(HtEventsHandler(client=htevents))
@@ -162,12 +164,36 @@ assert htevents.flush(5)
 """
 
 
-def test_a_child_forked_without_the_fork_hooks_is_noticed_by_its_pid(collector, write_key):
+@pytest.mark.parametrize("marker", ["wiped page", "getpid"])
+def test_a_child_forked_without_the_fork_hooks_is_noticed(collector, write_key, marker):
     # Regression: uWSGI forks from C (no --lazy-apps), so os.register_at_fork hooks never ran;
     # a worker's events went into the parent's queue, with no thread to send them: 0 of 10
-    # arrived, queue_depth grew, and nothing was reported.
-    done = run_python("-c", RAW_FORK, write_key, collector.url)
+    # arrived, queue_depth grew, and nothing was reported. The child notices by the page the
+    # kernel wiped for it, or (where there is no such page) by its pid.
+    done = run_python("-c", RAW_FORK, write_key, collector.url, marker)
     assert done.returncode == 0, done.stderr
     assert collector.wait_for_events(3, 10), done.stderr
     names = collections.Counter(event["event"] for event in collector.events)
     assert names == {"queued before fork": 1, "tracked in child": 1, "logged in child": 1}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="MADV_WIPEONFORK is Linux's")
+def test_the_fork_marker_reads_one_here_and_zero_in_a_child_until_it_is_noticed():
+    result = run(
+        """
+        import os
+        from htevents_logging import _lifecycle
+
+        assert _lifecycle._marker_works and _lifecycle._unforked[0] == 1
+        _lifecycle._after_fork_in_child = lambda: None  # a fork from C: no hooks run
+        pid = os.fork()
+        if pid == 0:
+            wiped = _lifecycle._unforked[0]
+            _lifecycle.notice_fork()
+            os._exit(10 * wiped + _lifecycle._unforked[0])  # 1: wiped, then marked again
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 1, status
+        assert _lifecycle._unforked[0] == 1  # the parent's own page is untouched
+        """
+    )
+    assert result.returncode == 0, result.stderr
