@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -128,6 +130,14 @@ def test_queued_events_of_one_logger_share_one_origin(monkeypatch):
     assert bounded["third"] == ("logger", "third", "")
 
 
+def test_the_packages_own_loggers_have_no_origin_so_their_records_are_never_events():
+    from htevents_logging._frontends import shared
+
+    origins = shared.LoggerOrigins()
+    assert origins["htevents_logging"] is None and origins["htevents_logging.transport"] is None
+    assert origins["htevents_logging_app"] == ("logger", "htevents_logging_app", "")
+
+
 def test_an_invalid_event_queued_still_names_its_logger(blocked, caplog):
     logger, _, gate = blocked
     logger.info("Order completed", extra={"htevent": {"userID": "typo"}})
@@ -144,14 +154,29 @@ def test_a_queued_event_is_one_object_for_the_garbage_collector():
     the dicts in it that hold only plain values stay untracked."""
     import gc
 
-    from htevents_logging import HtEvents
-    from htevents_logging._frontends.shared import LogDraft
+    from htevents_logging._frontends.shared import send_payload
 
-    client = HtEvents(disable=True)
+    queued: list[Any] = []
+    client = SimpleNamespace(
+        settings=SimpleNamespace(capture_trace_context=False), enqueue=queued.append
+    )
     payload = {"userId": "1", "properties": {"total": 9.5}}
-    draft = LogDraft(client, payload, None, "Order", 1.0, None, "htevent", ("logger", "x", ""))
+    send_payload(
+        client,  # type: ignore[arg-type]
+        payload,
+        payload_key="htevent",
+        origin=("logger", "x", ""),
+        event_default="Order",
+        timestamp_default=1.0,
+        identity=None,
+    )
+    [draft] = queued
 
     tracked = [o for o in (draft, *draft.values()) if gc.is_tracked(o)]
     assert tracked == [draft]
     assert draft == payload and draft["properties"] is not payload["properties"]
-    client.close()
+    assert (draft.event_default, draft.timestamp, draft.origin) == (
+        "Order",
+        1.0,
+        ("logger", "x", ""),
+    )

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import time
-from functools import partial
 from typing import Any, Optional, Union
 
 from typing_extensions import Unpack
@@ -41,7 +40,6 @@ from .shared import (
     DEFAULT_PAYLOAD_KEY,
     LoggerOrigins,
     ids_beside,
-    is_own_logger,
     make_client,
     send_payload,
 )
@@ -50,7 +48,9 @@ __all__ = ["DEFAULT_PAYLOAD_KEY", "HtEventsHandler"]
 
 
 def _message_of(record: logging.LogRecord) -> str:
-    """The record's message, formatted now: its ``%`` args may change after the call."""
+    """The record's message, formatted now (its ``%`` args may change after the call): the
+    ``event`` of a track that names none. Made for every event record: that costs less than
+    deciding first whether it is needed."""
     try:
         return record.getMessage()
     except Exception:  # bad %-args: the unformatted message is still a useful name
@@ -193,8 +193,8 @@ class HtEventsHandler(logging.Handler):
                 return
             payload = extra[self.payload_key]
             fields = ids_beside(payload, extra)  # logger.contextualize(user_id=...)
-        name = record.name
-        if is_own_logger(name):
+        origin = self._origins[record.name]
+        if origin is None:  # the package's own logger
             return
         identity = record.__dict__.get(_CAPTURED, _NOT_CAPTURED)
         if identity is _NOT_CAPTURED:  # the common case: no QueueHandler in front
@@ -203,8 +203,8 @@ class HtEventsHandler(logging.Handler):
             self.client,
             payload,
             payload_key=self.payload_key,
-            origin=self._origins[name],
-            event_default=partial(_message_of, record),
+            origin=origin,
+            event_default=_message_of(record),
             timestamp_default=record.created,
             identity=identity,
             fields=fields,

@@ -24,7 +24,6 @@ from .shared import (
     DEFAULT_PAYLOAD_KEY,
     LoggerOrigins,
     ids_beside,
-    is_own_logger,
     make_client,
     send_payload,
 )
@@ -135,14 +134,14 @@ class HtEventsSink:
             return
         if payload is None:
             return
-        name = record["name"] or ""
-        if is_own_logger(name):
+        origin = self._origins[record["name"] or ""]
+        if origin is None:  # the package's own modules
             return
         send_payload(
             self.client,
             payload,
             payload_key=self.payload_key,
-            origin=self._origins[name],
+            origin=origin,
             event_default=record["message"],
             timestamp_default=record["time"],  # formatted on the transport thread
             fields=ids_beside(payload, extra),

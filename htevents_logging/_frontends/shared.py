@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional
 
 from .._client import ClientSettings, HtEvents, keyless_client
 from .._diagnostics import warn_limited
@@ -29,7 +29,6 @@ from ..typing import Callback, ErrorHandler
 
 __all__ = [
     "DEFAULT_PAYLOAD_KEY",
-    "EventDefault",
     "LogDraft",
     "LoggerOrigins",
     "Origin",
@@ -42,10 +41,6 @@ __all__ = [
 
 #: The record attribute (stdlib) or event-dict key (structlog) that carries an event.
 DEFAULT_PAYLOAD_KEY = "htevent"
-
-#: A front-end's default for a track's ``event``: the text, or a callable making it, called
-#: (on the calling thread) only for a ``track`` that names no ``event``.
-EventDefault = Union[str, Callable[[], str], None]
 
 #: Where a payload was logged: ("logger", name, "") for the handler, ("structlog", logger
 #: name, event) for the processor. Formatted only when a warning is due.
@@ -66,15 +61,16 @@ def is_own_logger(name: str) -> bool:
 MAX_LOGGER_ORIGINS = 10_000
 
 
-class LoggerOrigins(dict[str, Origin]):
-    """The origin of each logger a front-end has seen, ``("logger", name, "")``, made once.
+class LoggerOrigins(dict[str, Optional[Origin]]):
+    """The origin of each logger a front-end has seen, ``("logger", name, "")``, made once;
+    ``None`` for the package's own loggers, whose records are never events.
 
     A queued event holds its origin until it is built (for the warning, should it be invalid):
     one tuple per logger instead of one per record keeps a full queue about 64 bytes per event
-    smaller, and spares the calling thread an allocation."""
+    smaller, and spares the calling thread an allocation and the own-logger test."""
 
-    def __missing__(self, name: str) -> Origin:
-        origin = ("logger", name, "")
+    def __missing__(self, name: str) -> Optional[Origin]:
+        origin = None if is_own_logger(name) else ("logger", name, "")
         if len(self) < MAX_LOGGER_ORIGINS:
             self[name] = origin
         return origin
@@ -196,10 +192,21 @@ class LogDraft(dict):  # type: ignore[type-arg]
     full collection the application's threads run, so each tracked object per event costs
     them time while the transport catches up (with 10,000 queued, the collector took about
     1.5 µs of a logged event's 7.4: benchmarks/README.md, "Where the time goes").
+
+    It is made only by :func:`send_payload`, which fills it in place: a Python ``__init__``
+    would cost the calling thread about 0.1 µs per event in argument handling alone.
     """
 
     #: A logged event has no callback (its ``on_error`` is the client's).
     callback: Optional[Callback] = None
+    client: HtEvents
+    fields: Optional[dict[str, Any]]
+    event_default: Optional[str]
+    timestamp: Timestamp
+    identity: Optional[Identity]
+    payload_key: str
+    origin: Origin
+    trace: Optional[dict[str, str]]
 
     __slots__ = (
         "client",
@@ -211,33 +218,6 @@ class LogDraft(dict):  # type: ignore[type-arg]
         "timestamp",
         "trace",
     )
-
-    def __init__(
-        self,
-        client: HtEvents,
-        payload: Mapping[Any, Any],
-        fields: Optional[dict[str, Any]],
-        event_default: Optional[str],
-        timestamp: Optional[Timestamp],
-        identity: Optional[Identity],
-        payload_key: str,
-        origin: Origin,
-        trace: Optional[dict[str, str]] = None,
-    ) -> None:
-        # The payload and the dicts in it, copied: the caller may change them after the call
-        # (at most so many entries: see ``bounded_dict``).
-        dict.__init__(self, payload if type(payload) is dict else bounded_dict(payload))
-        for key, value in self.items():  # (changing values, not keys, while iterating is safe)
-            if type(value) is dict:
-                self[key] = value.copy()
-        self.client = client
-        self.fields = fields
-        self.event_default = event_default
-        self.timestamp = timestamp
-        self.identity = identity
-        self.payload_key = payload_key
-        self.origin = origin
-        self.trace = trace
 
     @property
     def on_error(self) -> Optional[ErrorHandler]:
@@ -268,13 +248,14 @@ def send_payload(
     *,
     payload_key: str,
     origin: Origin,
-    event_default: EventDefault = None,
+    event_default: Optional[str] = None,
     timestamp_default: Optional[Timestamp] = None,
     fields: Optional[dict[str, Any]] = None,
     identity: Optional[Identity],
 ) -> None:
     """Hand one logged payload to ``client``; never raises, never waits on the network.
-    ``identity`` is the identity the message takes, read on the calling thread by the
+    ``event_default`` is the name a ``track`` that names no ``event`` takes (the log
+    message); ``identity`` is the identity the message takes, read on the calling thread by the
     front-end (:func:`~htevents_logging._identity.current_identity`, or the one a
     ``CaptureIdentity`` filter kept on a record).
 
@@ -290,26 +271,23 @@ def send_payload(
             _report(error, payload_key, origin)
         return
     try:
-        if callable(event_default):  # made only for a track that names no event
-            type_ = payload.get("type")
-            wanted = not payload.get("event") and (type_ is None or type_ == "track")
-            event = event_default() if wanted else None
-        else:
-            event = event_default
-        draft = LogDraft(
-            client,
-            payload,
-            fields,
-            event,
-            time.time() if timestamp_default is None else timestamp_default,
-            identity,
-            payload_key,
-            origin,
-            trace_context() if client.settings.capture_trace_context else None,
-        )
-    except Exception as error:  # a payload (or log message) that cannot even be read
+        # The payload and the dicts in it, copied: the caller may change them after the call
+        # (at most so many entries: see ``bounded_dict``).
+        draft = LogDraft(payload if type(payload) is dict else bounded_dict(payload))
+        for key, value in draft.items():  # (changing values, not keys, while iterating is safe)
+            if type(value) is dict:
+                draft[key] = value.copy()
+    except Exception as error:  # a payload that cannot even be read
         reject(client, error, payload_key, origin)
         return
+    draft.client = client
+    draft.fields = fields
+    draft.event_default = event_default
+    draft.timestamp = time.time() if timestamp_default is None else timestamp_default
+    draft.identity = identity
+    draft.payload_key = payload_key
+    draft.origin = origin
+    draft.trace = trace_context() if client.settings.capture_trace_context else None
     try:
         client.enqueue(draft)
     except Exception as error:  # refused by the client, which counted it

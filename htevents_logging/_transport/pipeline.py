@@ -221,9 +221,13 @@ class Transport(OutletBase):
 
     def submit(self, item: Queueable) -> bool:
         """Hand over one message without waiting; False (and reported) when it is dropped.
-        (The common case, a running transport and nothing installed, straight to the queue.)"""
-        if self._started and not self._closed and not _installed:
-            return self._put(item)
+        (The common case, a running transport, nothing installed and room in the queue,
+        straight onto the queue; anything else takes the long way, which may start the
+        thread, wait for room as ``block_on_full`` allows, or drop and report.)"""
+        if self._started and not self._closed and not _installed and self._worker.put(item):
+            if self._closed and self._worker.finished:
+                self._drop_late()  # close() came in between, and the thread has gone
+            return True
         return super().submit(item)
 
     def _accept(self, item: Queueable) -> bool:
