@@ -86,6 +86,15 @@ STAGES: list[tuple[str, Callable[[str, str], bool]]] = [
         ),
     ),
     (
+        # The message's wire form too, though the message model (_message.py) makes it.
+        "encoding",
+        lambda path, name: (
+            "htevents_logging/_encoding.py" in path
+            or "/json/" in path
+            or ("htevents_logging/_message.py" in path and name.startswith("encode"))
+        ),
+    ),
+    (
         "draft → message",
         _in(
             "htevents_logging/_frontends/",
@@ -93,7 +102,6 @@ STAGES: list[tuple[str, Callable[[str, str], bool]]] = [
             "htevents_logging/_client.py",
         ),
     ),
-    ("encoding", _in("htevents_logging/_encoding.py", "/json/")),
     ("batching", _in("htevents_logging/_transport/batcher.py")),
     (
         "sending",

@@ -19,7 +19,7 @@ from ._encoding import MAX_MESSAGE_BYTES, dumps
 from ._flushing import off_the_loop
 from ._identity import Identity
 from ._lifecycle import notice_fork, watch_sigterm
-from ._message import CURRENT_IDENTITY, MessageFields, build_message
+from ._message import CURRENT_IDENTITY, MessageFields, build_message, encode_message
 from ._redact import redact_write_key
 from ._settings import WRITE_KEY_ENV, Settings
 from ._time import Timestamp
@@ -199,12 +199,14 @@ class HtEvents:
                 else {**trace, **(settings.context or {})},
                 properties_defaults=settings.properties,
             )
-            if settings.before_send is not None:
+            if settings.before_send is None:
+                data = encode_message(built)
+            else:
                 changed = self._before_send(built, callback)
                 if changed is None:
                     return built, None
                 built = changed
-            data = dumps(built)
+                data = dumps(built)
             if len(data) > MAX_MESSAGE_BYTES:
                 raise MessageTooLargeError(
                     f"{type}: the message is {len(data):,} bytes as JSON; the limit is "

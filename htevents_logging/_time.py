@@ -22,6 +22,8 @@ Timestamp = Union[_dt.datetime, str, float, int]
 _EPOCH_RANGE = (-62_135_596_800, 253_402_300_800)
 # The formatted second of the last epoch timestamp: log records come many per second.
 _last_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
+# The same for the last millisecond: (milliseconds since the epoch, the whole text).
+_last_milli: tuple[int, str] = (0, "1970-01-01T00:00:00.000Z")
 
 
 def _out_of_range(value: object) -> ValueError:
@@ -79,13 +81,18 @@ _EXACT_SECONDS = 2e9
 
 
 def _format_epoch(value: float) -> str:
-    """Seconds since the epoch in the wire format (the second's text is cached)."""
-    global _last_second
+    """Seconds since the epoch in the wire format (the last millisecond's text is kept: log
+    records come many per millisecond in a burst, and formatting one costs about 0.5 µs)."""
+    global _last_second, _last_milli
     if not _EPOCH_RANGE[0] <= value < _EPOCH_RANGE[1]:  # also False for NaN
         raise _out_of_range(value)
     # Whole microseconds first: 1704164645.678 is 1704164645.67799997... as a float, and
     # its millisecond is 678, as the Node SDK (which takes milliseconds) would send.
-    seconds, micros = divmod(round(value * 1_000_000), 1_000_000)
+    millis = round(value * 1_000_000) // 1000
+    cached_milli, formatted = _last_milli
+    if cached_milli == millis:
+        return formatted
+    seconds, milli = divmod(millis, 1000)
     cached_second, text = _last_second
     if cached_second != seconds:
         t = time.gmtime(seconds)
@@ -94,7 +101,9 @@ def _format_epoch(value: float) -> str:
             f"T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
         )
         _last_second = (seconds, text)
-    return f"{text}.{micros // 1000:03d}Z"
+    formatted = f"{text}.{milli:03d}Z"
+    _last_milli = (millis, formatted)
+    return formatted
 
 
 def format_timestamp(value: Timestamp) -> str:

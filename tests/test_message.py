@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 
 import pytest
@@ -260,3 +261,41 @@ def test_an_aware_datetime_is_formatted_exactly_whatever_the_path(value):
     utc = value.astimezone(dt.timezone.utc)
     expected = utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
     assert format_timestamp(value) == expected.rjust(24, "0")
+
+
+def test_times_in_the_same_millisecond_or_the_next_read_alike_from_the_kept_text():
+    """The text of the last millisecond is kept (a burst logs many per millisecond): each
+    time still gets its own millisecond, second and day."""
+    base = 1704239999.998  # 2024-01-02T23:59:59.998Z
+    expected = [
+        (base, "2024-01-02T23:59:59.998Z"),
+        (base + 0.0004, "2024-01-02T23:59:59.998Z"),
+        (base + 0.001, "2024-01-02T23:59:59.999Z"),
+        (base + 0.002, "2024-01-03T00:00:00.000Z"),
+        (base, "2024-01-02T23:59:59.998Z"),
+        (-0.0005, "1969-12-31T23:59:59.999Z"),
+        (-0.0005, "1969-12-31T23:59:59.999Z"),
+        (0.0, "1970-01-01T00:00:00.000Z"),
+    ]
+    assert [(stamp, format_timestamp(stamp)) for stamp, _ in expected] == expected
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"userId": "u", "properties": {"total": 9.5, "name": "caf\u00e9"}},
+        {"userId": "u", "context": {"ip": "1.2.3.4"}},
+        {"userId": "u", "integrations": {"All": False}},
+        {"userId": "u", "context": {"library": {"name": "mine"}}},
+        {"userId": "u", "properties": {"bad": "\ud800"}},  # a lone surrogate, replaced
+    ],
+)
+def test_a_built_message_is_encoded_to_the_same_bytes_as_any_other_value(message):
+    from htevents_logging._encoding import dumps
+    from htevents_logging._message import encode_message
+
+    built = build_message("track", message, event_default="Order", identity=None)
+    expected = dumps(built)
+    assert encode_message(built) == expected
+    assert json.loads(expected)["context"]["library"]["name"] == "htevents-logging"
+    assert dumps(built) == expected  # the message is left as it was, fields in order
