@@ -250,8 +250,13 @@ def build_message(
         stamp = timestamp_default if timestamp_default is not None else time.time()
     out["timestamp"] = format_timestamp(stamp)
 
-    user_id = id_text(given.get("userId"), _LABELS[type_, "userId"])
-    anonymous_id = id_text(given.get("anonymousId"), _LABELS[type_, "anonymousId"])
+    # (A non-empty str, the usual id, needs no converting: no call for it.)
+    user_id = given.get("userId")
+    if user_id is not None and (type(user_id) is not str or not user_id):
+        user_id = id_text(user_id, _LABELS[type_, "userId"])
+    anonymous_id = given.get("anonymousId")
+    if anonymous_id is not None and (type(anonymous_id) is not str or not anonymous_id):
+        anonymous_id = id_text(anonymous_id, _LABELS[type_, "anonymousId"])
     bound = current_identity() if identity is CURRENT_IDENTITY else identity
     if bound is not None and user_id is None and anonymous_id is None:
         user_id, anonymous_id = bound.user_id, bound.anonymous_id
@@ -263,7 +268,10 @@ def build_message(
         out["anonymousId"] = anonymous_id
 
     if type_ == "track":
-        event = _optional_str(type_, "event", given.get("event")) or event_default
+        event = given.get("event")
+        if type(event) is not str:
+            event = _optional_str(type_, "event", event)
+        event = event or event_default
         if not event:
             raise ValueError(
                 "track: event is required (the name of the action, e.g. 'Order completed')"
@@ -300,15 +308,22 @@ def build_message(
             raise ValueError("alias: userId is required (the id the user has now)")
         out["previousId"] = previous_id
 
-    context = _mapping(type_, "context", given.get("context"))
+    context = given.get("context")
+    context = {} if context is None else _mapping(type_, "context", context)
     if bound is not None and bound.context:
         context = {**bound.context, **context}
     if context_defaults:
         context = {**context_defaults, **context}
     library = context.get("library")
-    context["library"] = {**library, **LIBRARY} if isinstance(library, Mapping) else dict(LIBRARY)
+    if library is not None and isinstance(library, Mapping):
+        context["library"] = {**library, **LIBRARY}
+    else:
+        context["library"] = dict(LIBRARY)
     out["context"] = context
-    out["integrations"] = _mapping(type_, "integrations", given.get("integrations"))
+    integrations = given.get("integrations")
+    out["integrations"] = (
+        {} if integrations is None else _mapping(type_, "integrations", integrations)
+    )
     return out
 
 

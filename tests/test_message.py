@@ -299,3 +299,24 @@ def test_a_built_message_is_encoded_to_the_same_bytes_as_any_other_value(message
     assert encode_message(built) == expected
     assert json.loads(expected)["context"]["library"]["name"] == "htevents-logging"
     assert dumps(built) == expected  # the message is left as it was, fields in order
+
+
+def test_the_fields_checked_without_a_call_keep_their_rules():
+    """Ids that are non-empty strs, a str event and absent context and integrations are taken
+    as they are (no checking call for them); everything else is still checked and converted."""
+    made = build_message(
+        "track",
+        {"userId": "", "anonymousId": 7, "event": "", "context": {"library": "not a mapping"}},
+        event_default="From the log",
+        identity=None,
+    )
+    assert "userId" not in made and made["anonymousId"] == "7"  # "" is no id; 7 becomes "7"
+    assert made["event"] == "From the log"  # an empty event takes the default
+    assert made["context"]["library"] == {"name": "htevents-logging", "version": "0.1.0"}
+    assert made["integrations"] == {}
+    with pytest.raises(TypeError, match="track: userId must be a str"):
+        build_message("track", {"userId": ["u"], "event": "E"}, identity=None)
+    with pytest.raises(TypeError, match="track: event must be a str"):
+        build_message("track", {"userId": "u", "event": 3}, identity=None)
+    with pytest.raises(TypeError, match="track: integrations must be a mapping"):
+        build_message("track", {"userId": "u", "event": "E", "integrations": 1}, identity=None)

@@ -98,8 +98,8 @@ def test_the_interval_counts_from_when_the_clock_was_started_not_when_added():
 
 def test_a_batch_is_cut_at_max_events():
     batcher = Batcher(max_events=3, max_bytes=10_000, interval=5.0, envelope_bytes=50)
-    assert batcher.add(envelope()) == []
-    assert batcher.add(envelope()) == []
+    assert not batcher.add(envelope())
+    assert not batcher.add(envelope())
     [ready] = batcher.add(envelope())
     assert len(ready) == 3 and len(batcher) == 0
 
@@ -108,7 +108,7 @@ def test_a_body_stays_under_max_bytes_counting_the_envelope_and_commas():
     # 50 bytes of envelope + 10 + (1 + 10) + (1 + 10) = 82: a 4th would make 93 >= 90.
     batcher = Batcher(max_events=100, max_bytes=90, interval=5.0, envelope_bytes=50)
     for _ in range(3):
-        assert batcher.add(envelope()) == []
+        assert not batcher.add(envelope())
     [ready] = batcher.add(envelope())
     assert len(ready) == 3 and len(batcher) == 1
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Optional
 
 from .clock import MONOTONIC, Clock
 from .envelope import Envelope
 
 __all__ = ["Batcher"]
+
+# What add() returns when no batch is complete (most of the time): no list made for it.
+_NONE_READY: Sequence[list[Envelope]] = ()
 
 
 class Batcher:
@@ -40,18 +44,21 @@ class Batcher:
     def __len__(self) -> int:
         return len(self._items)
 
-    def add(self, envelope: Envelope) -> list[list[Envelope]]:
+    def add(self, envelope: Envelope) -> Sequence[list[Envelope]]:
         """Add one envelope; return the batches that are now complete (usually none)."""
-        ready: list[list[Envelope]] = []
-        size = len(envelope.data) + (1 if self._items else 0)
-        if self._items and self._bytes + size >= self._max_bytes:
-            ready.append(self.take())
-            size = len(envelope.data)
-        self.start_clock()
+        ready: Sequence[list[Envelope]] = _NONE_READY
+        size = len(envelope.data)
+        if self._items:
+            size += 1  # the comma
+            if self._bytes + size >= self._max_bytes:
+                ready = [self.take()]
+                size -= 1
+        if self._deadline is None:
+            self.start_clock()
         self._items.append(envelope)
         self._bytes += size
         if len(self._items) >= self.max_events:
-            ready.append(self.take())
+            ready = [*ready, self.take()]
         return ready
 
     def start_clock(self) -> None:

@@ -333,7 +333,7 @@ class BatchWorker(logging.handlers.QueueListener):
             else:
                 envelope = self.prepare(record)
                 with self._batch_lock:
-                    ready = self._batcher.add(envelope) if envelope is not None else []
+                    ready = self._batcher.add(envelope) if envelope is not None else ()
                     self._in_hand = None
                 for batch in ready:
                     self._exporter.export(batch)
