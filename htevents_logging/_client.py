@@ -9,9 +9,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
-import requests
 from typing_extensions import TypedDict, Unpack
 
 from ._diagnostics import enable_debug_output, log, warn_limited
@@ -28,6 +27,9 @@ from ._transport import Envelope, Outlet, Queueable, acquire, release
 from ._transport.ledger import Ledger
 from .errors import MessageTooLargeError, Reason
 from .typing import BeforeSend, Callback, ErrorHandler, Message
+
+if TYPE_CHECKING:  # requests is imported only where it is used (see _transport/channel.py)
+    import requests
 
 __all__ = ["ClientSettings", "HtEvents"]
 

@@ -12,11 +12,12 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
-
-import requests
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ._redact import redact_write_key
+
+if TYPE_CHECKING:  # requests is imported only where it is used (see _transport/channel.py)
+    import requests
 from .typing import BeforeSend, ErrorHandler
 
 __all__ = [
@@ -121,6 +122,12 @@ def _int_at_least(name: str, value: Any, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
     return value
+
+
+def _is_requests_session(value: object) -> bool:
+    import requests  # only for a session given: it is requests' already
+
+    return isinstance(value, requests.Session)
 
 
 @dataclass(frozen=True)
@@ -257,7 +264,7 @@ class Settings:
             raise TypeError(
                 "cert must be a client certificate path, or a (cert, key) pair of paths"
             )
-        if self.session is not None and not isinstance(self.session, requests.Session):
+        if self.session is not None and not _is_requests_session(self.session):
             raise TypeError(
                 f"session must be a requests.Session, not {type(self.session).__name__}"
             )

@@ -9,17 +9,21 @@ server does with each connection.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import sys
+import textwrap
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, Callable
 
 import pytest
-from helpers import assert_flushed, wait_until
+from helpers import assert_flushed, run_python, wait_until
 
 from htevents_logging import HtEvents
 from htevents_logging._settings import Settings
-from htevents_logging._transport.channel import DirectChannel, PooledChannel, open_channel
+from htevents_logging._transport.channel import DirectChannel, open_channel
+from htevents_logging._transport.session_channels import PooledChannel
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 
@@ -105,6 +109,54 @@ def test_the_direct_channel_is_used_unless_a_proxy_applies(monkeypatch):
     assert isinstance(open_channel(plain.url, {}, plain), PooledChannel)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     assert isinstance(open_channel(plain.url, {}, plain), DirectChannel)
+
+
+def test_which_proxy_variables_make_requests_decide(monkeypatch):
+    """Without a proxy setting or variable (NO_PROXY alone is none), the direct channel is
+    chosen without asking requests, and verify takes REQUESTS_CA_BUNDLE, then CURL_CA_BUNDLE,
+    as requests merges them; any *_proxy variable, in any case, leaves it to requests."""
+    from htevents_logging._transport.channel import _direct_without_requests
+
+    for name in [name for name in os.environ if name.lower().endswith(("_proxy", "_ca_bundle"))]:
+        monkeypatch.delenv(name)
+    settings = Settings.create(write_key="k", host="https://127.0.0.1:9")
+    monkeypatch.setenv("no_proxy", "example.com")
+    assert _direct_without_requests(settings) == (True, None)
+    monkeypatch.setenv("CURL_CA_BUNDLE", "/curl.pem")
+    assert _direct_without_requests(settings) == ("/curl.pem", None)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/requests.pem")
+    assert _direct_without_requests(settings) == ("/requests.pem", None)
+    monkeypatch.setenv("all_proxy", "http://127.0.0.1:8")
+    assert _direct_without_requests(settings) is None
+    ignoring = Settings.create(write_key="k", host="https://127.0.0.1:9", trust_env=False)
+    assert _direct_without_requests(ignoring) == (True, None)  # the environment is not read
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="elsewhere requests decides")
+def test_a_process_that_sends_directly_never_imports_requests(write_key):
+    """requests is about 9 MiB of memory and a third of the import time: a process whose
+    events go straight to the endpoint (no proxy, no session of its own) never loads it."""
+    server = OneAnswerPerConnection()
+    code = textwrap.dedent(
+        """
+        import sys
+        from htevents_logging import HtEvents
+
+        client = HtEvents(sys.argv[1], host=sys.argv[2])
+        client.track(user_id="u", event="Direct")
+        assert client.flush(10) and client.stats()["sent"] == 1, client.stats()
+        loaded = sorted(name for name in sys.modules if name.split(".")[0] == "requests")
+        assert not loaded, loaded
+        """
+    )
+    environment = {
+        name: ""
+        for name in os.environ
+        if name.lower().endswith("_proxy") and name.lower() != "no_proxy"
+    }
+    done = run_python("-c", code, write_key, server.url, env=environment)
+    assert done.returncode == 0, done.stderr
+    assert server.requests == 1
 
 
 def _read_request(connection: socket.socket, pending: bytes) -> tuple[bytes, bytes]:

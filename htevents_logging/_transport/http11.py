@@ -23,11 +23,10 @@ import io
 import select
 import socket
 import ssl
+from collections.abc import Iterator, Mapping
 from typing import Optional
 
-from requests.structures import CaseInsensitiveDict
-
-__all__ = ["Connection", "Exchange", "IdleConnections"]
+__all__ = ["Connection", "Exchange", "Headers", "IdleConnections"]
 
 # The limits http.client keeps: a line, and the number of header lines of one answer.
 _MAX_LINE = 65536
@@ -121,6 +120,35 @@ class IdleConnections:
                 return
 
 
+class Headers(Mapping[str, str]):
+    """An answer's headers, looked up without regard to case (as ``requests`` gives them),
+    each under the name the server sent; a header sent twice reads as its values joined by
+    ", ". Our own, so the direct channel does not import ``requests``."""
+
+    def __init__(self) -> None:
+        self._by_lower_name: dict[str, tuple[str, str]] = {}
+
+    def add(self, name: str, value: str) -> None:
+        """Take one header line's name and value."""
+        key = name.lower()
+        before = self._by_lower_name.get(key)
+        self._by_lower_name[key] = (
+            (name, value) if before is None else (before[0], f"{before[1]}, {value}")
+        )
+
+    def __getitem__(self, name: str) -> str:
+        return self._by_lower_name[name.lower()][1]
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._by_lower_name.values())
+
+    def __len__(self) -> int:
+        return len(self._by_lower_name)
+
+    def __repr__(self) -> str:
+        return repr(dict(self.items()))
+
+
 def _line(reader: io.BufferedReader) -> bytes:
     line = reader.readline(_MAX_LINE + 1)
     if len(line) > _MAX_LINE:
@@ -149,7 +177,7 @@ class Exchange:
             if not 100 <= status_code < 200:
                 break  # 1xx: an interim answer; the final one follows
         self.status_code = status_code
-        self.headers: CaseInsensitiveDict[str] = headers
+        self.headers = headers
         tokens = headers.get("Connection", "").lower()
         self._keep = version == b"HTTP/1.1" and "close" not in tokens
         self._chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
@@ -181,18 +209,14 @@ class Exchange:
             raise http.client.BadStatusLine(line.decode("latin-1", "replace").strip())
         return int(parts[1]), parts[0]
 
-    def _headers(self) -> CaseInsensitiveDict[str]:
-        headers: CaseInsensitiveDict[str] = CaseInsensitiveDict()
+    def _headers(self) -> Headers:
+        headers = Headers()
         for _ in range(_MAX_HEADERS + 1):
             line = _line(self._reader)
             if line in (b"\r\n", b"\n", b""):
                 return headers
             name, _, value = line.decode("latin-1").partition(":")
-            name, value = name.strip(), value.strip()
-            if name in headers:
-                headers[name] = f"{headers[name]}, {value}"
-            else:
-                headers[name] = value
+            headers.add(name.strip(), value.strip())
         raise http.client.HTTPException(f"more than {_MAX_HEADERS} headers")
 
     def read(self, amount: int, decode_content: bool = True) -> bytes:
