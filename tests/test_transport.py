@@ -16,7 +16,8 @@ import pytest
 from helpers import Outcomes, assert_flushed, transport_threads, wait_until
 
 from htevents_logging import DeliveryError, HtEvents, HtEventsHandler, MessageTooLargeError
-from htevents_logging._transport.sender import is_retryable_status, parse_retry_after
+from htevents_logging._transport.exporters import DirectExporter
+from htevents_logging._transport.sender import Started, is_retryable_status, parse_retry_after
 from htevents_logging.collector import Cut, Drop, Hang, Reply
 
 
@@ -119,6 +120,76 @@ def test_batches_go_one_at_a_time_in_order(collector, make_client):
     sent = [client.track(user_id="u", event=f"e{i}")["messageId"] for i in range(23)]
     assert_flushed(client, 5)
     assert [e["messageId"] for e in collector.events] == sent
+
+
+# -- pipelining: the next batch is built while the server reads one --------------------------
+
+
+class RecordingSender:
+    """A sender that notes when each batch's request goes out and when its answer is read."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def start(self, batch):
+        self.calls.append(("sent", batch[0]))
+        return Started(batch)
+
+    def finish(self, started):
+        self.calls.append(("answer read", started.batch[0]))
+        return None
+
+    def close(self) -> None:
+        self.calls.append(("closed", ""))
+
+
+class RecordingLedger:
+    def __init__(self) -> None:
+        self.settled: list[str] = []
+
+    def settle(self, batch, error) -> None:
+        self.settled.append(batch[0])
+
+
+def test_a_batchs_answer_is_read_when_the_next_batch_goes_or_when_there_is_nothing_else_to_do():
+    sender, ledger = RecordingSender(), RecordingLedger()
+    exporter = DirectExporter(sender, ledger)  # type: ignore[arg-type]
+
+    exporter.export(["first"])
+    assert sender.calls == [("sent", "first")] and ledger.settled == []
+    assert exporter.next_poll() == 0.0  # the worker, with nothing queued, polls at once
+
+    exporter.export(["second"])  # built while the server read "first"
+    assert sender.calls[1:] == [("answer read", "first"), ("sent", "second")]
+    assert ledger.settled == ["first"]
+
+    assert exporter.poll(False)
+    assert sender.calls[-1] == ("answer read", "second") and ledger.settled == ["first", "second"]
+    assert exporter.next_poll() is None
+    exporter.shutdown()
+    assert sender.calls[-1] == ("closed", "")
+
+
+def test_a_lone_batchs_answer_is_read_at_once_without_another_batch_or_a_flush(
+    collector, make_client
+):
+    outcomes = Outcomes()
+    client = make_client(max_events_in_batch=2, flush_interval=60)  # a full batch goes at once
+    for name in ("First", "Second"):
+        client.track(user_id="u", event=name, callback=outcomes)
+    assert outcomes.wait(2), client.stats()
+    assert outcomes.errors == [None, None] and client.stats()["sent"] == 2
+
+
+def test_a_failed_answer_read_late_is_retried_and_every_batch_still_arrives_once_in_order(
+    collector, make_client
+):
+    collector.script(Reply(500), Drop())
+    client = make_client(max_events_in_batch=5, flush_interval=60)
+    sent = [client.track(user_id="u", event=f"e{i}")["messageId"] for i in range(23)]
+    assert_flushed(client, 10)
+    assert [e["messageId"] for e in collector.events] == sent
+    assert client.stats()["retries"] == 2 and client.stats()["sent"] == 23
 
 
 # -- the wire ------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import re
 import ssl
 import sys
 from collections.abc import Mapping
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 from urllib.parse import urlsplit
 
 import certifi
@@ -35,6 +35,8 @@ __all__ = [
     "Answer",
     "Channel",
     "DirectChannel",
+    "Later",
+    "Request",
     "open_channel",
     "tls_context",
 ]
@@ -61,11 +63,37 @@ class Answer(Protocol):
         ...
 
 
+class Request(Protocol):
+    """A POST on its way: its answer is read when asked for."""
+
+    def answer(self) -> Answer:
+        """The answer, its body unread (raises what the exchange raised)."""
+        ...
+
+
+class Later:
+    """A request sent only when its answer is asked for: how the channels that cannot send
+    now and read later (those through ``requests``) begin one."""
+
+    def __init__(self, send: Callable[[], Answer]) -> None:
+        self._send = send
+
+    def answer(self) -> Answer:
+        """Send the request and return its answer."""
+        return self._send()
+
+
 class Channel(Protocol):
     """Sends one POST body and returns the answer, unread."""
 
+    def begin(self, body: bytes, timeout: float, url: Optional[str] = None) -> Request:
+        """POST ``body`` to the endpoint (or to ``url``, a redirect's target); the answer is
+        read from what this returns. In between the caller may do other work (build the next
+        batch) while the server reads this one."""
+        ...
+
     def send(self, body: bytes, timeout: float, url: Optional[str] = None) -> Answer:
-        """POST ``body`` to the endpoint (or to ``url``, a redirect's target)."""
+        """POST ``body`` and return the answer: ``begin(...).answer()``."""
         ...
 
     def close(self) -> None:
@@ -129,8 +157,9 @@ class DirectChannel:
         target = path.encode("ascii", "replace").replace(b" ", b"%20")
         return b"POST " + target + b" HTTP/1.1\r\n" + self._fixed
 
-    def send(self, body: bytes, timeout: float, url: Optional[str] = None) -> Answer:
-        """POST ``body`` (to ``url``'s path, a same-origin redirect's, when given)."""
+    def begin(self, body: bytes, timeout: float, url: Optional[str] = None) -> Request:
+        """Send the POST of ``body`` (to ``url``'s path, a same-origin redirect's, when
+        given) now, on a connection of its own until its answer is read."""
         if url is None:
             head = self._head
         else:
@@ -139,14 +168,36 @@ class DirectChannel:
         connection = self._idle.take() or Connection(self._host, self._port, timeout, self._context)
         try:
             connection.settimeout(timeout)
-            return connection.post(head, body, self._idle)
+            connection.send_request(head, body)
         except BaseException:
             connection.close()
             raise
+        return _Posted(connection, self._idle)
+
+    def send(self, body: bytes, timeout: float, url: Optional[str] = None) -> Answer:
+        """POST ``body`` and return the answer (its body unread)."""
+        return self.begin(body, timeout, url).answer()
 
     def close(self) -> None:
         """Close every idle connection."""
         self._idle.close()
+
+
+class _Posted:
+    """A request the direct channel sent, its answer still to read."""
+
+    def __init__(self, connection: Connection, idle: IdleConnections) -> None:
+        self._connection = connection
+        self._idle = idle
+
+    def answer(self) -> Answer:
+        """Read the answer's status line and headers (the connection is closed if that
+        fails)."""
+        try:
+            return self._connection.answer(self._idle)
+        except BaseException:
+            self._connection.close()
+            raise
 
 
 def _path_of(path: str, query: str) -> str:

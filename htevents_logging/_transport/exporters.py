@@ -26,7 +26,7 @@ from .awaiting import Awaiting
 from .clock import MONOTONIC, Clock, Closing
 from .envelope import Envelope, Queueable
 from .ledger import Ledger
-from .sender import Sender
+from .sender import Sender, Started
 from .spool import Spool, SpooledMessage, Trouble, trouble_of
 
 __all__ = [
@@ -80,32 +80,52 @@ class Exporter(Protocol):
 
 
 class DirectExporter:
-    """Sends each batch at once through the :class:`Sender` and settles it in the ledger."""
+    """Sends each batch through the :class:`Sender` and settles it in the ledger.
+
+    A batch's request goes out when it is exported, and its answer is read when the next
+    batch is ready to go, or as soon as the worker has nothing else to do (``next_poll`` is
+    then due at once): while the server reads one batch, the thread builds the next, instead of
+    waiting for each answer before it takes another message off the queue. A quiet service
+    reads each answer at once, as before. Retries, after a failed answer, wait as they always
+    did.
+    """
 
     def __init__(self, sender: Sender, ledger: Ledger) -> None:
         self._sender = sender
         self._ledger = ledger
         self._lock = threading.Lock()
         self._in_flight: Optional[Sequence[Envelope]] = None
+        self._started: Optional[Started] = None  # sent, its answer not read yet
 
     def export(self, batch: Sequence[Envelope]) -> None:
-        """Send ``batch``; settle it, unless ``close()`` took it over meanwhile."""
+        """Finish the batch sent before (its answer is in by now, as a rule), then send
+        ``batch``."""
+        self._finish()
         with self._lock:
             self._in_flight = batch
-        error = self._sender.send(batch)  # never raises
+        self._started = self._sender.start(batch)  # never raises
+
+    def _finish(self) -> None:
+        """Read the answer to the batch sent last and settle it, unless ``close()`` took it
+        over meanwhile."""
+        started, self._started = self._started, None
+        if started is None:
+            return
+        error = self._sender.finish(started)  # never raises
         with self._lock:
-            if self._in_flight is not batch:
+            if self._in_flight is not started.batch:
                 return  # close() gave up waiting for it and has reported it already
             self._in_flight = None
-        self._ledger.settle(batch, error)
+        self._ledger.settle(started.batch, error)
 
     def poll(self, flushing: bool) -> bool:
-        """Nothing to do: nothing is ever left over."""
+        """Finish the batch sent last: nothing is left over after that."""
+        self._finish()
         return True
 
     def next_poll(self) -> Optional[float]:
-        """Never."""
-        return None
+        """At once while a batch's answer is still to be read; else never."""
+        return None if self._started is None else 0.0
 
     def take_in_flight(self) -> list[Envelope]:
         """The batch being sent, if any."""
@@ -132,7 +152,8 @@ class DirectExporter:
         return 0
 
     def shutdown(self) -> None:
-        """Close the connection pool."""
+        """Finish the batch sent last, then close the connections."""
+        self._finish()
         self._sender.close()
 
 
@@ -210,6 +231,7 @@ class SpooledExporter:
                 self._drain(self._closing.is_set())
             else:
                 self._direct.export(batch)
+                self._direct.poll(False)  # its answer now: a spooling exporter does not overlap
         except Exception as exc:
             log(logging.ERROR, "htevents-logging: internal error exporting a batch", exc_info=True)
             if not kept:

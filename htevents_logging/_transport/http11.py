@@ -63,10 +63,13 @@ class Connection:
         """Bound each socket operation of the next exchange."""
         self.sock.settimeout(timeout)
 
-    def post(self, head: bytes, body: bytes, idle: IdleConnections) -> Exchange:
-        """Send the request and read the answer's status line and headers. Closing the
-        answer gives the connection back to ``idle`` when it can carry another request."""
+    def send_request(self, head: bytes, body: bytes) -> None:
+        """Send the request (its answer is read by :meth:`answer`, now or a little later)."""
         self.sock.sendall(b"%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body))
+
+    def answer(self, idle: IdleConnections) -> Exchange:
+        """Read the answer's status line and headers. Closing the answer gives the connection
+        back to ``idle`` when it can carry another request."""
         return Exchange(self, self._reader, idle)
 
     def dropped(self) -> bool:

@@ -19,12 +19,12 @@ from .._settings import Settings
 from .._time import wire_now
 from .._version import __version__
 from ..errors import DeliveryError, Reason
-from .channel import Answer, open_channel
+from .channel import Answer, Request, open_channel
 from .clock import MONOTONIC, Clock, Closing
 from .envelope import Envelope
 from .ledger import Ledger
 
-__all__ = ["Sender", "is_retryable_status", "parse_retry_after"]
+__all__ = ["Sender", "Started", "is_retryable_status", "parse_retry_after"]
 
 USER_AGENT = f"htevents-logging/{__version__}"
 
@@ -100,6 +100,39 @@ def _finish(response: Answer) -> str:
         return "(the body was cut off)"
     finally:
         response.close()
+
+
+class Started:
+    """A batch's first attempt as :meth:`Sender.start` left it: its request sent (or failed
+    to be, or not begun because the close deadline had passed), its answer not yet read."""
+
+    __slots__ = ("batch", "body", "failed", "request", "timeout")
+
+    def __init__(
+        self,
+        batch: Sequence[Envelope],
+        body: bytes = b"",
+        timeout: float = 0.0,
+        request: Optional[Request] = None,
+        failed: Optional[Exception] = None,
+    ) -> None:
+        self.batch = batch
+        self.body = body
+        self.timeout = timeout
+        self.request = request
+        self.failed = failed
+
+    @property
+    def begun(self) -> bool:
+        """Whether the first attempt was made (sent, or failed to be)."""
+        return self.request is not None or self.failed is not None
+
+    def answer(self) -> Answer:
+        """The answer to the request (raises what sending it raised)."""
+        if self.failed is not None:
+            raise self.failed
+        assert self.request is not None
+        return self.request.answer()
 
 
 class Sender:
@@ -197,13 +230,50 @@ class Sender:
         closing. Never raises: a bug of ours fails the batch with reason ``internal_error``
         (logged with its traceback), so that it is still counted and reported rather than lost.
         """
+        return self.finish(self.start(batch))
+
+    def start(self, batch: Sequence[Envelope]) -> Started:
+        """Send ``batch``'s first request now and return without reading its answer:
+        :meth:`finish` reads it (and retries as :meth:`send` does). In between, the thread
+        can build the next batch while the server reads this one. Never raises (what went
+        wrong is raised again by :meth:`finish`, as its first attempt's failure)."""
         try:
-            return self._deliver(batch)
+            attempt = self._next_attempt(batch)
+            if attempt is None:
+                return Started(batch)  # past the close deadline: finish() says so
+            body, timeout = attempt
+            try:
+                request = self._channel.begin(body, timeout)
+            except Exception as exc:  # the request could not be sent: a failed first attempt
+                return Started(batch, body, timeout, failed=exc)
+            return Started(batch, body, timeout, request)
+        except Exception:  # a bug of ours: finish() meets it again and reports it
+            return Started(batch)
+
+    def finish(self, started: Started) -> Optional[DeliveryError]:
+        """Read the answer to :meth:`start`'s request and see the batch through, as
+        :meth:`send` does; return ``None`` on success, or the error that ended it."""
+        try:
+            return self._deliver(started.batch, started)
         except Exception as exc:
             log(logging.ERROR, "htevents-logging: internal error sending a batch", exc_info=True)
-            return DeliveryError.internal(len(batch), exc)
+            return DeliveryError.internal(len(started.batch), exc)
 
-    def _deliver(self, batch: Sequence[Envelope]) -> Optional[DeliveryError]:
+    def _next_attempt(self, batch: Sequence[Envelope]) -> Optional[tuple[bytes, float]]:
+        """The body and timeout of the next attempt, or ``None`` past the close deadline."""
+        now = self._clock.now()
+        deadline = self._closing.deadline
+        if deadline is not None and now >= deadline:
+            return None
+        timeout = self._settings.http_request_timeout
+        if deadline is not None:
+            timeout = min(timeout, deadline - now)
+        body = self.body(batch)
+        if self._settings.gzip:
+            body = gzip.compress(body, compresslevel=6)
+        return body, timeout
+
+    def _deliver(self, batch: Sequence[Envelope], started: Started) -> Optional[DeliveryError]:
         settings = self._settings
         count = len(batch)
         attempts = 0
@@ -221,22 +291,21 @@ class Sender:
                 attempts=attempts,
             )
 
+        begun: Optional[Started] = started if started.begun else None
         while True:
-            now = self._clock.now()
-            deadline = self._closing.deadline
-            if deadline is not None and now >= deadline:
-                return too_late()
-            timeout = settings.http_request_timeout
-            if deadline is not None:
-                timeout = min(timeout, deadline - now)
-            body = self.body(batch)
-            if settings.gzip:
-                body = gzip.compress(body, compresslevel=6)
+            if begun is not None:  # the first attempt, sent by start()
+                body, timeout = begun.body, begun.timeout
+            else:
+                attempt = self._next_attempt(batch)
+                if attempt is None:
+                    return too_late()
+                body, timeout = attempt
+            first, begun = begun, None
             attempts += 1
             retry_after: Optional[float] = None
             location: Optional[str] = None
             try:
-                response, location = self._exchange(body, timeout)
+                response, location = self._exchange(body, timeout, first)
                 status = response.status_code
                 text = _finish(response)
             except Exception as exc:  # a network error (or anything else): one failed attempt
@@ -286,13 +355,19 @@ class Sender:
                 return too_late()
             rushed = rushed or cut_short
 
-    def _exchange(self, body: bytes, timeout: float) -> tuple[Answer, Optional[str]]:
-        """One attempt: POST ``body``, following a 307 or 308 to the same scheme, host and port
-        (``MAX_HOPS`` at most, same body and auth). Returns the final answer, and the
-        ``Location`` of a redirect that was not followed (None when there was none)."""
+    def _exchange(
+        self, body: bytes, timeout: float, started: Optional[Started] = None
+    ) -> tuple[Answer, Optional[str]]:
+        """One attempt: POST ``body`` (or read the answer to ``started``'s request), following
+        a 307 or 308 to the same scheme, host and port (``MAX_HOPS`` at most, same body and
+        auth). Returns the final answer, and the ``Location`` of a redirect that was not
+        followed (None when there was none)."""
         url: Optional[str] = None
         for hop in range(MAX_HOPS + 1):
-            response = self._channel.send(body, timeout, url)
+            if hop == 0 and started is not None:
+                response = started.answer()
+            else:
+                response = self._channel.send(body, timeout, url)
             if not 300 <= response.status_code < 400:
                 return response, None
             location = response.headers.get("Location") or ""

@@ -4,6 +4,7 @@ and the user's ``session=``. Imported only when one is needed (see ``channel.py`
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any, Optional
 
 import requests
@@ -11,9 +12,21 @@ from requests.adapters import HTTPAdapter
 from requests.utils import select_proxy
 
 from .._settings import Settings
-from .channel import Answer, Channel, DirectChannel
+from .channel import Answer, Channel, DirectChannel, Later, Request
 
 __all__ = ["PooledChannel", "SessionChannel", "open_through_requests"]
+
+
+class _SentWhenAsked:
+    """``requests`` sends a request and reads its answer as one: a request through it begins
+    when its answer is asked for."""
+
+    def send(self, body: bytes, timeout: float, url: Optional[str] = None) -> Answer:
+        raise NotImplementedError
+
+    def begin(self, body: bytes, timeout: float, url: Optional[str] = None) -> Request:
+        """The request, sent when its answer is asked for."""
+        return Later(partial(self.send, body, timeout, url))
 
 
 def _network_options(session: requests.Session, url: str, settings: Settings) -> dict[str, Any]:
@@ -33,7 +46,7 @@ def _network_options(session: requests.Session, url: str, settings: Settings) ->
     return {key: merged[key] for key in ("proxies", "verify", "cert")}
 
 
-class PooledChannel:
+class PooledChannel(_SentWhenAsked):
     """Our own pooled session: one kept-alive connection, one reused prepared request."""
 
     def __init__(self, url: str, headers: Mapping[str, str], settings: Settings) -> None:
@@ -60,7 +73,7 @@ class PooledChannel:
         self._session.close()
 
 
-class SessionChannel:
+class SessionChannel(_SentWhenAsked):
     """The user's session, as it is: its headers and auth applied when the request is
     prepared, its adapters and hooks when it is sent. The package never closes it."""
 
