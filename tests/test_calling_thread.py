@@ -6,6 +6,7 @@ thread; these tests pin what must still be taken at the moment of the call.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import uuid
@@ -148,19 +149,14 @@ def test_an_invalid_event_queued_still_names_its_logger(blocked, caplog):
     assert "userID" in caplog.text
 
 
-def test_a_queued_event_is_one_object_for_the_garbage_collector():
-    """A backlog is traversed by every full collection the application runs: a logged event
-    with a flat payload queues one tracked object (the copy of its payload is the draft), and
-    the dicts in it that hold only plain values stay untracked."""
-    import gc
-
+def queue_draft(payload: Any) -> Any:
+    """What ``send_payload`` queues for ``payload`` (to a stand-in client's queue)."""
     from htevents_logging._frontends.shared import send_payload
 
     queued: list[Any] = []
     client = SimpleNamespace(
         settings=SimpleNamespace(capture_trace_context=False), enqueue=queued.append
     )
-    payload = {"userId": "1", "properties": {"total": 9.5}}
     send_payload(
         client,  # type: ignore[arg-type]
         payload,
@@ -171,12 +167,41 @@ def test_a_queued_event_is_one_object_for_the_garbage_collector():
         identity=None,
     )
     [draft] = queued
+    return draft
 
-    tracked = [o for o in (draft, *draft.values()) if gc.is_tracked(o)]
-    assert tracked == [draft]
-    assert draft == payload and draft["properties"] is not payload["properties"]
+
+def test_a_queued_event_is_one_small_object_its_payload_frozen_in_bytes():
+    """A backlog is what a burst or an outage costs in memory, and the garbage collections the
+    application runs traverse it: a queued logged event is one tracked object of about 100
+    bytes, its payload written by marshal as it was at the call, all the way down."""
+    import gc
+    import marshal
+    import sys
+
+    tags = ["new"]
+    payload = {"userId": "1", "properties": {"total": 9.5, "tags": tags}}
+    draft = queue_draft(payload)
+    tags.append("changed after the call")
+    payload["properties"]["total"] = 0
+
+    assert type(draft.payload) is bytes and not gc.is_tracked(draft.payload)
+    assert marshal.loads(draft.payload) == {
+        "userId": "1",
+        "properties": {"total": 9.5, "tags": ["new"]},
+    }
+    assert sys.getsizeof(draft) <= 120 and not hasattr(draft, "__dict__")
     assert (draft.event_default, draft.timestamp, draft.origin) == (
         "Order",
         1.0,
         ("logger", "x", ""),
     )
+
+
+def test_a_payload_marshal_cannot_write_is_copied_with_its_dicts():
+    when = dt.datetime(2026, 12, 4, tzinfo=dt.timezone.utc)
+    payload = {"userId": "1", "properties": {"at": when}}
+    draft = queue_draft(payload)
+    payload["properties"]["at"] = None
+
+    assert draft.payload == {"userId": "1", "properties": {"at": when}}
+    assert draft.payload["properties"] is not payload["properties"]
