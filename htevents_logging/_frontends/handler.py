@@ -51,6 +51,9 @@ def _message_of(record: logging.LogRecord) -> str:
     """The record's message, formatted now (its ``%`` args may change after the call): the
     ``event`` of a track that names none. Made for every event record: that costs less than
     deciding first whether it is needed."""
+    message = record.msg
+    if type(message) is str and not record.args:
+        return message  # what getMessage() returns, without the call
     try:
         return record.getMessage()
     except Exception:  # bad %-args: the unformatted message is still a useful name
@@ -185,7 +188,8 @@ class HtEventsHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         """Queue the record's event (see the class docstring). Never raises, never blocks."""
-        payload = record.__dict__.get(self.payload_key)
+        attributes = record.__dict__
+        payload = attributes.get(self.payload_key)
         fields = None
         if payload is None:
             extra = _loguru_extra(record)  # logger.add(HtEventsHandler(...)) under loguru
@@ -196,7 +200,7 @@ class HtEventsHandler(logging.Handler):
         origin = self._origins[record.name]
         if origin is None:  # the package's own logger
             return
-        identity = record.__dict__.get(_CAPTURED, _NOT_CAPTURED)
+        identity = attributes.get(_CAPTURED, _NOT_CAPTURED)
         if identity is _NOT_CAPTURED:  # the common case: no QueueHandler in front
             identity = calling_identity()
         send_payload(
