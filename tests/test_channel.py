@@ -132,6 +132,14 @@ def test_which_proxy_variables_make_requests_decide(monkeypatch):
     assert _direct_without_requests(ignoring) == (True, None)  # the environment is not read
 
 
+def test_the_direct_channel_verifies_with_requests_own_ca_bundle():
+    from requests.utils import DEFAULT_CA_BUNDLE_PATH
+
+    from htevents_logging._transport.channel import _ca_bundle
+
+    assert _ca_bundle() == DEFAULT_CA_BUNDLE_PATH
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="elsewhere requests decides")
 def test_a_process_that_sends_directly_never_imports_requests(write_key):
     """requests is about 9 MiB of memory and a third of the import time: a process whose

@@ -25,7 +25,6 @@ from collections.abc import Mapping
 from typing import Any, Callable, Optional, Union
 from urllib.parse import urlsplit
 
-import certifi
 from typing_extensions import Protocol
 
 from .._settings import Settings
@@ -101,6 +100,18 @@ class Channel(Protocol):
         ...
 
 
+def _ca_bundle() -> str:
+    """The CA bundle ``requests`` verifies with: ``certifi``'s (installed with ``requests``,
+    which depends on it), found without importing ``requests``."""
+    try:
+        import certifi
+    except ImportError:  # a requests that does without certifi: ask it
+        from requests.utils import DEFAULT_CA_BUNDLE_PATH
+
+        return str(DEFAULT_CA_BUNDLE_PATH)
+    return str(certifi.where())
+
+
 def tls_context(verify: Union[bool, str], cert: Any) -> ssl.SSLContext:
     """The TLS settings ``requests`` would use: its CA bundle (``certifi``'s) for
     ``verify=True``, a bundle file or directory for a path, none for False; a client
@@ -110,7 +121,7 @@ def tls_context(verify: Union[bool, str], cert: Any) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     else:
-        bundle = certifi.where() if verify is True else verify
+        bundle = _ca_bundle() if verify is True else verify
         if os.path.isdir(bundle):
             context = ssl.create_default_context(capath=bundle)
         else:
