@@ -346,7 +346,9 @@ class HtEvents:
 
         Later calls still validate and return their message, but nothing is sent: they count
         as ``dropped`` (reason ``after_close``). The shared thread stops when its last user
-        closes. Idempotent: a second call returns what the first did.
+        closes. Returns True when everything was delivered or failed for good in time, False
+        when the deadline cut any message off (it failed with reason ``shutdown_timeout``) or
+        the spool still keeps some. Idempotent: a second call returns what the first did.
         """
         notice_fork()
         with self._close_lock:

@@ -57,13 +57,7 @@ def test_the_loop_keeps_ticking_while_a_flush_or_close_waits_on_a_hanging_server
     started = time.monotonic()
     done, ticks = asyncio.run(_tick_while(getattr(hanging_client, method)(0.5)))
     waited = time.monotonic() - started
-    if method == "aflush":
-        assert done is False  # the server never answered: the timeout ended the wait
-    else:
-        # The close deadline ended the request: the message failed for good (reason
-        # shutdown_timeout), either on the transport thread just in time (True) or given up
-        # by the closing thread at the deadline (False). Which one wins is a race.
-        assert hanging_client.stats()["failed_by_reason"] == {"shutdown_timeout": 1}
+    assert done is False  # the server never answered: the timeout ended the wait
     assert 0.4 < waited < 5
     assert len(ticks) > 100  # about 2 per ms were possible; a blocked loop gives 1
     assert _longest_gap(ticks) < 0.25

@@ -365,11 +365,14 @@ class Transport(OutletBase):
         No request starts and no backoff wait ends past the deadline (see the sender); what
         is not delivered by then fails with reason ``shutdown_timeout`` and is reported (or is
         kept in the spool). Returns True when everything was delivered or failed for good in
-        time (False when some is only kept in the spool). Under the logging module's lock, or
-        on the transport thread itself, it does not wait (see :meth:`flush`): the thread
-        finishes on its own, and the exit hook waits for it.
+        time; False when the deadline cut anything off (whether the transport thread or this
+        one failed it: which of them gets there first is a race, the answer must not be), and
+        when some is only kept in the spool. Under the logging module's lock, or on the
+        transport thread itself, it does not wait (see :meth:`flush`): the thread finishes on
+        its own, and the exit hook waits for it.
         """
         deadline = self._clock.now() + max(0.0, timeout)
+        cut_off_before = self.failed_at_deadline()
         worker = self._worker
         if not self._closed:
             self._closed = True
@@ -385,7 +388,7 @@ class Transport(OutletBase):
             return False
         self._exporter.shutdown()
         clean = self._settle_after_crash() if worker.crashed else self._drop_late()
-        return clean and not self.kept_in_spool()
+        return clean and not self.kept_in_spool() and self.failed_at_deadline() == cut_off_before
 
     def _abandon(self) -> None:
         """At the close deadline, with the thread still stuck in a request: everything it
