@@ -160,11 +160,12 @@ def queue_draft(payload: Any) -> Any:
     send_payload(
         client,  # type: ignore[arg-type]
         payload,
-        payload_key="htevent",
-        origin=("logger", "x", ""),
-        event_default="Order",
-        timestamp_default=1.0,
-        identity=None,
+        "htevent",  # the payload key
+        ("logger", "x", ""),  # the origin
+        "Order",  # the event a track names by default
+        1.0,  # the timestamp
+        None,  # no fields beside the payload
+        None,  # no identity
     )
     [draft] = queued
     return draft

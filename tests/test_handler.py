@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import _app_events
 import pytest
-from helpers import run_python, transport_threads
+from helpers import run_python, transport_threads, wait_until
 
 from htevents_logging import CaptureIdentity, HtEvents, bind
 from htevents_logging._diagnostics import reset_warning_limits
@@ -499,6 +499,32 @@ def test_on_the_root_logger_with_debug_everywhere_only_the_intended_events_arriv
     assert sorted(e["event"] for e in collector.events) == ["Direct", "Order completed"]
     # Not silently: counted as dropped (and warned about, rate-limited).
     assert sibling.stats()["dropped_by_reason"] == {"transport_thread": 1}
+
+
+def test_a_thread_a_callback_starts_is_not_the_transport_thread(
+    logging_state, make_handler, delivery, collector
+):
+    # The transport thread is told by a context variable set in its own context: a thread it
+    # starts (in a callback) has a context of its own, and what it logs is sent.
+    logger = logging.getLogger("app.started_by_a_callback")
+    handler = make_handler(**delivery)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    started: list[threading.Thread] = []
+
+    def on_delivered(error: Any, message: Any) -> None:
+        thread = threading.Thread(
+            target=logger.info, args=("From a thread",), kwargs={"extra": {"htevent": {}}}
+        )
+        thread.start()
+        started.append(thread)
+
+    handler.client.track(user_id="1", event="Direct", callback=on_delivered)
+    assert wait_until(lambda: started, 5)
+    started[0].join(5)
+    assert handler.client.flush(5)
+    assert sorted(e["event"] for e in collector.events) == ["Direct", "From a thread"]
+    assert handler.client.stats()["dropped"] == 0
 
 
 # --------------------------------------------------------------------------------------------

@@ -206,12 +206,12 @@ class HtEventsHandler(logging.Handler):
         send_payload(
             self.client,
             payload,
-            payload_key=self.payload_key,
-            origin=origin,
-            event_default=_message_of(record),
-            timestamp_default=record.created,
-            identity=identity,
-            fields=fields,
+            self.payload_key,
+            origin,
+            _message_of(record),  # the event a track names by default
+            record.created,  # the timestamp
+            fields,
+            identity,
         )
 
     def flush(self) -> None:

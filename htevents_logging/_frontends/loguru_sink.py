@@ -140,12 +140,12 @@ class HtEventsSink:
         send_payload(
             self.client,
             payload,
-            payload_key=self.payload_key,
-            origin=origin,
-            event_default=record["message"],
-            timestamp_default=record["time"],  # formatted on the transport thread
-            fields=ids_beside(payload, extra),
-            identity=current_identity(),
+            self.payload_key,
+            origin,
+            record["message"],  # the event a track names by default
+            record["time"],  # the timestamp (formatted on the transport thread)
+            ids_beside(payload, extra),
+            current_identity(),
         )
 
     def stop(self) -> None:

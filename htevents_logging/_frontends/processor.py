@@ -108,11 +108,12 @@ class HtEventsProcessor:
         send_payload(
             self.client,
             payload,
-            payload_key=self.payload_key,
-            origin=origin,
-            event_default=None if event is None else origin[2],
-            fields=fields,
-            identity=current_identity(),
+            self.payload_key,
+            origin,
+            None if event is None else origin[2],  # the event a track names by default
+            None,  # the timestamp: now
+            fields,
+            current_identity(),
         )
         return event_dict
 
