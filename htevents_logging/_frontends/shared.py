@@ -34,7 +34,6 @@ __all__ = [
     "LoggerOrigins",
     "Origin",
     "ids_beside",
-    "is_own_logger",
     "make_client",
     "reject",
     "send_payload",
