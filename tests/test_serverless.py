@@ -96,8 +96,12 @@ def test_no_event_is_lost_when_the_process_is_frozen_and_killed_after_the_handle
 
 def test_without_either_the_frozen_process_loses_its_events(collector):
     # The control: what the two above prevent (the batch waits for its interval, which never
-    # comes for a frozen process).
-    arrived, _ = _invoke_then_freeze_and_kill(collector, settings="flush_interval=60", decorator="")
+    # comes for a frozen process). Batches of 100, so that no batch of the 25 events is full:
+    # a full batch of 15 goes at once, and under load it could reach the collector before the
+    # process is frozen (it did, once: 15 arrived).
+    arrived, _ = _invoke_then_freeze_and_kill(
+        collector, settings="flush_interval=60, max_events_in_batch=100", decorator=""
+    )
     assert arrived == 0
 
 
