@@ -29,43 +29,46 @@ from typing import Any, Callable
 
 import netguard
 import percall
-from procs import BENCH_DIR, ServerProcess
+from procs import benchmark_collector
 from sdks import WRITE_KEY, dedicated_logger, event_loop
+from timing import Case, measure
 
 Loop = Callable[[int], None]
 
 
-def _clocks(loop: Loop, calls: int) -> tuple[float, float]:
-    """µs per call of ``loop(calls)``: (wall, this thread's CPU)."""
-    wall, cpu = time.perf_counter_ns(), time.thread_time_ns()
+def _cpu(loop: Loop, calls: int) -> float:
+    """CPU µs per call of this thread over ``loop(calls)``."""
+    start = time.thread_time_ns()
     loop(calls)
-    cpu, wall = time.thread_time_ns() - cpu, time.perf_counter_ns() - wall
-    return wall / calls / 1000, cpu / calls / 1000
+    return (time.thread_time_ns() - start) / calls / 1000
 
 
 def live(url: str, calls: int, repeats: int) -> dict[str, dict[str, float]]:
-    """Median wall and CPU µs per call of (a) and its floors, blocks interleaved."""
+    """Median wall and CPU µs per call of (a) and its floors, timed as ``percall.py`` times
+    them (``timing.measure``), with each block's CPU time read as well."""
     cases, finish = percall.stdlib_group(url, calls)
+    cpu: dict[str, list[float]] = {}
+
+    def on_both_clocks(name: str, loop: Loop) -> Loop:
+        def timed(n: int) -> None:
+            cpu.setdefault(name, []).append(_cpu(loop, n))
+
+        return timed
+
     names = ["a.handler", "a.queue_floor", "a.null_floor"]
-    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
-    for name in names:  # warm-up
-        cases[name].before()
-        cases[name].loop(max(1, calls // 4))
-        cases[name].settle()
-    for round_ in range(repeats):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
-            case = cases[name]
-            case.before()
-            samples[name].append(_clocks(case.loop, calls))
-            case.settle()
+    wall = measure(
+        {
+            name: Case(on_both_clocks(name, case.loop), case.settle, case.before)
+            for name, case in cases.items()
+            if name in names
+        },
+        calls,
+        repeats,
+    )
     finish()
-    return {
-        name: {
-            "wall": statistics.median(wall for wall, _ in runs),
-            "cpu": statistics.median(cpu for _, cpu in runs),
-        }
-        for name, runs in samples.items()
+    return {  # (each case's first CPU figure is its warm-up block)
+        name: {"wall": statistics.median(wall[name]), "cpu": statistics.median(cpu[name][1:])}
+        for name in names
     }
 
 
@@ -85,7 +88,7 @@ def stubbed(calls: int, repeats: int) -> dict[str, float]:
     best = {name: float("inf") for name in loops}
     for _ in range(repeats):
         for name, loop in loops.items():
-            best[name] = min(best[name], _clocks(loop, calls)[1])
+            best[name] = min(best[name], _cpu(loop, calls))
             taken.clear()
     return best
 
@@ -96,10 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=15, help="timed blocks per case")
     args = parser.parse_args(argv)
     netguard.install()
-    collector = ServerProcess(
-        [sys.executable, str(BENCH_DIR / "fast_collector.py"), "--port", "0"],
-        "benchmark collector",
-    )
+    collector = benchmark_collector()
     with collector:
         figures = live(collector.url, args.calls, args.repeats)
     labels = {

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, Optional
 
-__all__ = ["BENCH_DIR", "ServerProcess", "WorkerError", "run_worker"]
+__all__ = ["BENCH_DIR", "ServerProcess", "WorkerError", "benchmark_collector", "run_worker"]
 
 BENCH_DIR = Path(__file__).resolve().parent
 _BANNER = re.compile(r"collecting on (http://127\.0\.0\.1:\d+)")
@@ -76,6 +76,15 @@ class ServerProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def benchmark_collector() -> ServerProcess:
+    """The benchmark collector (``fast_collector.py``) as a process of its own, on a free
+    loopback port; start it with ``with``."""
+    return ServerProcess(
+        [sys.executable, str(BENCH_DIR / "fast_collector.py"), "--port", "0"],
+        "benchmark collector",
+    )
 
 
 def run_worker(script: str, args: list[str], timeout: float) -> Any:

@@ -24,7 +24,7 @@ import time
 from typing import Callable, Optional
 
 import netguard
-from procs import BENCH_DIR, ServerProcess
+from procs import benchmark_collector
 from sdks import WRITE_KEY, dedicated_logger, event_loop
 
 
@@ -98,10 +98,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--pyinstrument", action="store_true", help="pyinstrument call tree")
     args = parser.parse_args(argv)
     netguard.install()
-    collector = ServerProcess(
-        [sys.executable, str(BENCH_DIR / "fast_collector.py"), "--port", "0"],
-        "benchmark collector",
-    )
+    collector = benchmark_collector()
     with collector:
         for which in [args.only] if args.only else sorted(CASES):
             profile(collector.url, which, args.calls, args.sort, args.limit, args.pyinstrument)

@@ -50,7 +50,7 @@ from typing import Any, Callable, Optional
 import fast_collector
 import netguard
 from burst import process_cpu_s
-from procs import BENCH_DIR, ServerProcess
+from procs import benchmark_collector
 from sdks import OURS, make_sdk
 
 THREAD_NAME = "htevents-transport"
@@ -399,10 +399,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             "(sys.monitoring), not only the transport thread"
         )
     netguard.install()
-    collector = ServerProcess(
-        [sys.executable, str(BENCH_DIR / "fast_collector.py"), "--port", "0"],
-        "benchmark collector",
-    )
+    collector = benchmark_collector()
     with collector:
         url = collector.url
         run_burst(url, args.sender, min(1000, args.events), args.batch, backlog=args.backlog)

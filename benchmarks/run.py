@@ -25,7 +25,7 @@ import fast_collector
 import netguard
 from analysis import analyze
 from machine import describe, load_average
-from procs import BENCH_DIR, ServerProcess, WorkerError, run_worker
+from procs import BENCH_DIR, ServerProcess, WorkerError, benchmark_collector, run_worker
 from report import render
 from sdks import PEERS, SDKS, SENDERS, distribution_version, is_ours
 
@@ -200,10 +200,7 @@ class Suite:
         self.raw["rss_floor_kib"] = floor.get("maxrss_kib")
 
     def run(self) -> dict[str, Any]:
-        fast = ServerProcess(
-            [sys.executable, str(BENCH_DIR / "fast_collector.py"), "--port", "0"],
-            "benchmark collector",
-        )
+        fast = benchmark_collector()
         with fast:
             self.log(f"collector at {fast.url} (pid {fast.pid}); probing its capacity")
             self.raw["capacity"]["fast"] = {
