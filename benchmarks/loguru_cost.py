@@ -26,30 +26,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 from typing import Any, Callable
 
 import netguard
+from procs import benchmark_collector
 from timing import Case, measure
 
 EVENT = {"userId": "123", "properties": {"total": 29.99}}
-
-
-def _collector() -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            os.path.join(os.path.dirname(__file__), "fast_collector.py"),
-            "--port",
-            "0",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()  # "collecting on http://127.0.0.1:PORT/ (...)"
-    return process, line.split()[2].rstrip("/")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     from htevents_logging import HtEvents, HtEventsProcessor
     from htevents_logging.loguru import HtEventsSink
 
-    process, url = _collector()
+    collector = benchmark_collector().start()
     try:
-        client = HtEvents(write_key="bench", host=url)
+        client = HtEvents(write_key="bench", host=collector.url)
         logger.remove()
 
         def route(name: str) -> Callable[[Any], bool]:
@@ -131,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         client.close(10.0)
         devnull.close()
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        collector.stop()
     for name, median in medians.items():
         print(f"{name:<40} {median:8.2f} µs/call")
     sink_added = medians["loguru + HtEventsSink"] - medians["loguru, a sink doing nothing"]
