@@ -197,3 +197,44 @@ def test_the_fork_marker_reads_one_here_and_zero_in_a_child_until_it_is_noticed(
         """
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_child_forked_by_a_callback_on_the_transport_thread_logs_events(collector, write_key):
+    # The transport thread is told by a context variable set in its own context. A callback
+    # that forks leaves the child's one thread holding that context: the fork hook clears it,
+    # so what the child logs is sent, not dropped as "logged on the transport thread".
+    result = run(
+        f"""
+        import logging, os, threading
+        from htevents_logging import HtEventsHandler
+        from htevents_logging._transport import is_transport_thread
+        handler = HtEventsHandler(
+            write_key={write_key!r}, host={collector.url!r}, flush_interval=0.1
+        )
+        logger = logging.getLogger("forked.by.callback")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        child = []
+        forked = threading.Event()
+
+        def fork_here(error, message):
+            assert is_transport_thread()
+            pid = os.fork()
+            if pid == 0:
+                on_transport = is_transport_thread()
+                logger.info("From the forked child", extra={{"htevent": {{"userId": "c"}}}})
+                ok = handler.client.flush(10) and not on_transport
+                os._exit(0 if ok else 1)
+            child.append(pid)
+            forked.set()
+
+        handler.client.track(user_id="p", event="Forks", callback=fork_here)
+        assert forked.wait(10)
+        _, status = os.waitpid(child[0], 0)
+        assert status == 0, status
+        handler.close()
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert collector.wait_for_events(2, timeout=10), collector.events
+    assert sorted(e["event"] for e in collector.events) == ["Forks", "From the forked child"]
