@@ -17,7 +17,7 @@ from ._diagnostics import enable_debug_output, log, warn_limited
 from ._encoding import MAX_MESSAGE_BYTES, dumps
 from ._flushing import off_the_loop
 from ._identity import Identity
-from ._lifecycle import notice_fork, watch_sigterm
+from ._lifecycle import notice_fork, unforked, watch_sigterm
 from ._message import CURRENT_IDENTITY, MessageFields, build_message, encode_message
 from ._redact import redact_write_key
 from ._settings import WRITE_KEY_ENV, Settings
@@ -261,7 +261,8 @@ class HtEvents:
         Never waits: a full queue or a closed client drops the item, counts and reports it.
         A disabled client builds it (so mistakes are reported) and sends nothing.
         """
-        notice_fork()
+        if not unforked[0]:  # (notice_fork's own first test, without the call)
+            notice_fork()
         if self._closed:
             self._transport.drop(item, Reason.AFTER_CLOSE, "this client was closed")
         else:

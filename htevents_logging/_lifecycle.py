@@ -19,7 +19,14 @@ from typing import Callable, Optional, Union
 from . import _diagnostics, _message
 from ._transport import registry, spool, worker
 
-__all__ = ["at_exit", "no_thread_here", "notice_fork", "watch_exit", "watch_sigterm"]
+__all__ = [
+    "at_exit",
+    "no_thread_here",
+    "notice_fork",
+    "unforked",
+    "watch_exit",
+    "watch_sigterm",
+]
 
 #: Just before a fork: no SQLite connection may cross it.
 BEFORE_FORK: tuple[Callable[[], None], ...] = (spool.hold_for_fork,)
@@ -70,7 +77,10 @@ def _fork_marker() -> tuple[Union[mmap.mmap, bytearray], bool]:
     return page, True
 
 
-_unforked, _marker_works = _fork_marker()
+#: The fork marker: its byte reads 1 while this is the process the hooks last ran for. The
+#: per-event path checks it in place, ``if not unforked[0]: notice_fork()``, sparing every
+#: logged event a call (about 40 ns); everything else calls :func:`notice_fork`.
+unforked, _marker_works = _fork_marker()
 
 
 def notice_fork() -> None:
@@ -85,7 +95,7 @@ def notice_fork() -> None:
     one byte the kernel zeroes in a child (see ``_fork_marker``), and asks ``getpid()`` only
     when it reads 0.
     """
-    if _unforked[0]:
+    if unforked[0]:
         return
     global _pid
     pid = os.getpid()
@@ -97,7 +107,7 @@ def notice_fork() -> None:
 
 def _mark_unforked() -> None:
     if _marker_works:
-        _unforked[0] = 1
+        unforked[0] = 1
 
 
 def _after_fork_in_child() -> None:

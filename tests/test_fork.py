@@ -144,7 +144,8 @@ from htevents_logging import HtEvents, HtEventsHandler, _lifecycle
 
 key, url, marker = sys.argv[1:4]
 if marker == "getpid":  # a platform without MADV_WIPEONFORK: every check asks getpid()
-    _lifecycle._unforked, _lifecycle._marker_works = bytearray(1), False
+    _lifecycle._marker_works = False  # (the client reads the marker itself: change it in place)
+    _lifecycle.unforked[0] = 0
 htevents = HtEvents(key, host=url, flush_interval=60)
 logger = logging.getLogger("app")
 logger.addHandler(HtEventsHandler(client=htevents))
@@ -184,16 +185,16 @@ def test_the_fork_marker_reads_one_here_and_zero_in_a_child_until_it_is_noticed(
         import os
         from htevents_logging import _lifecycle
 
-        assert _lifecycle._marker_works and _lifecycle._unforked[0] == 1
+        assert _lifecycle._marker_works and _lifecycle.unforked[0] == 1
         _lifecycle._after_fork_in_child = lambda: None  # a fork from C: no hooks run
         pid = os.fork()
         if pid == 0:
-            wiped = _lifecycle._unforked[0]
+            wiped = _lifecycle.unforked[0]
             _lifecycle.notice_fork()
-            os._exit(10 * wiped + _lifecycle._unforked[0])  # 1: wiped, then marked again
+            os._exit(10 * wiped + _lifecycle.unforked[0])  # 1: wiped, then marked again
         _, status = os.waitpid(pid, 0)
         assert os.WEXITSTATUS(status) == 1, status
-        assert _lifecycle._unforked[0] == 1  # the parent's own page is untouched
+        assert _lifecycle.unforked[0] == 1  # the parent's own page is untouched
         """
     )
     assert result.returncode == 0, result.stderr

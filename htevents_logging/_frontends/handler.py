@@ -50,10 +50,8 @@ __all__ = ["DEFAULT_PAYLOAD_KEY", "HtEventsHandler"]
 def _message_of(record: logging.LogRecord) -> str:
     """The record's message, formatted now (its ``%`` args may change after the call): the
     ``event`` of a track that names none. Made for every event record: that costs less than
-    deciding first whether it is needed."""
-    message = record.msg
-    if type(message) is str and not record.args:
-        return message  # what getMessage() returns, without the call
+    deciding first whether it is needed. (``emit`` takes a plain ``str`` message without
+    args as it is, without this call: that is what ``getMessage()`` returns for it.)"""
     try:
         return record.getMessage()
     except Exception:  # bad %-args: the unformatted message is still a useful name
@@ -203,12 +201,15 @@ class HtEventsHandler(logging.Handler):
         identity = attributes.get(_CAPTURED, _NOT_CAPTURED)
         if identity is _NOT_CAPTURED:  # the common case: no QueueHandler in front
             identity = calling_identity()
+        message = record.msg  # the event a track names by default
+        if type(message) is not str or record.args:
+            message = _message_of(record)
         send_payload(
             self.client,
             payload,
             self.payload_key,
             origin,
-            _message_of(record),  # the event a track names by default
+            message,
             record.created,  # the timestamp
             fields,
             identity,

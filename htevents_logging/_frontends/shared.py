@@ -195,12 +195,22 @@ def _frozen(payload: dict[Any, Any]) -> Union[bytes, dict[Any, Any]]:
     """
     try:
         return marshal.dumps(payload)
-    except (ValueError, TypeError, RecursionError):  # "unmarshallable object", too deep
-        copy = dict(payload)
-        for key, value in copy.items():  # (changing values, not keys, while iterating is safe)
-            if type(value) is dict:
-                copy[key] = value.copy()
-        return copy
+    except _UNMARSHALLABLE:
+        return _copied(payload)
+
+
+#: What ``marshal.dumps`` raises for a payload it cannot write ("unmarshallable object", a dict
+#: subclass among them) or one nested too deep.
+_UNMARSHALLABLE = (ValueError, TypeError, RecursionError)
+
+
+def _copied(payload: dict[Any, Any]) -> dict[Any, Any]:
+    """A copy of a payload that ``marshal`` cannot write, with the dicts in it copied too."""
+    copy = dict(payload)
+    for key, value in copy.items():  # (changing values, not keys, while iterating is safe)
+        if type(value) is dict:
+            copy[key] = value.copy()
+    return copy
 
 
 class LogDraft:
@@ -301,7 +311,13 @@ def send_payload(
     try:
         # The payload as it is now: the caller may change it after the call (a mapping of
         # another type is read first, at most so many entries: see ``bounded_dict``).
-        draft.payload = _frozen(payload if type(payload) is dict else bounded_dict(payload))
+        if type(payload) is dict:
+            try:  # ``_frozen``, written out: this saves every logged event a call
+                draft.payload = marshal.dumps(payload)
+            except _UNMARSHALLABLE:
+                draft.payload = _copied(payload)
+        else:
+            draft.payload = _frozen(bounded_dict(payload))
     except Exception as error:  # a payload that cannot even be read
         reject(client, error, payload_key, origin)
         return
