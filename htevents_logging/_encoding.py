@@ -16,6 +16,8 @@ Enum                 its ``value``, encoded in turn
 set, frozenset       array (sorted when the items allow it)
 tuple, list          array
 bytes, bytearray     UTF-8 text when valid, else base64 text
+NumPy number, array  its ``tolist()``: a number, a bool, nested arrays
+other buffer         its bytes, as ``bytes`` (``memoryview``, ``array.array``, ``mmap``)
 dataclass instance   object of its fields
 other Mapping        object
 anything else        its ``repr()``
@@ -93,11 +95,37 @@ def _default(value: Any) -> Any:
         return items
     if isinstance(value, (bytes, bytearray)):
         return _bytes_to_str(value)
+    if is_numpy_value(value):
+        return value.tolist()  # np.int64(3) -> 3, an array -> nested lists
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
         return bounded_dict(value)
+    exported = _buffer_bytes(value)
+    if exported is not None:
+        return _bytes_to_str(exported)
     return repr(value)
+
+
+def is_numpy_value(value: Any) -> bool:
+    """Whether ``value`` is a NumPy number or array (told without importing NumPy).
+
+    Why it matters beyond encoding: NumPy's values export the buffer protocol, so ``marshal``
+    writes them as their raw bytes (``np.float64(29.99)`` as 8 bytes), which is why a logged
+    payload is checked for them before it is frozen (see ``_frontends/shared.py``)."""
+    kind = type(value)
+    return kind.__module__ == "numpy" and hasattr(kind, "tolist")
+
+
+def _buffer_bytes(value: Any) -> bytes | None:
+    """The bytes of an object that exports the buffer protocol, else ``None``. It is sent as
+    ``bytes`` are: ``marshal`` (which freezes a logged payload) writes such an object as its
+    bytes, so every way in sends it alike."""
+    try:
+        with memoryview(value) as view:
+            return view.tobytes()
+    except TypeError:
+        return None
 
 
 _fallback = json.JSONEncoder(
@@ -129,7 +157,9 @@ def _key(key: Any) -> str:
     if isinstance(key, (int, float)):
         return str(key)
     converted = _default(key)
-    return converted if isinstance(converted, str) else repr(key)
+    if converted is None or isinstance(converted, (str, bool, int, float)):
+        return _key(converted)  # a UUID's string, a NumPy number's or an Enum's value
+    return repr(key)
 
 
 def to_jsonable(value: Any, _active: frozenset[int] = frozenset()) -> Any:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import marshal
 import re
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any, Optional, Union
@@ -192,16 +193,46 @@ def _frozen(payload: dict[Any, Any]) -> Union[bytes, dict[Any, Any]]:
     370 (two dicts), and the garbage collector has one object less per event to count. A
     payload marshal cannot write (a ``datetime``, an ``Enum``, a ``Decimal``... in it, or
     nesting past its depth) is copied instead, with the dicts in it, as before.
+
+    ``marshal`` writes any other object that exports the buffer protocol as its bytes. That is
+    how such objects are sent anyway (a ``memoryview``, an ``array.array``: see
+    ``_encoding``), except NumPy's numbers and arrays, which are sent as numbers and arrays:
+    once NumPy is imported, a payload is frozen only when every key and value in it is of a
+    type marshal writes back as it is (``_marshals_faithfully``), and copied otherwise.
     """
     try:
-        return marshal.dumps(payload)
+        if _NUMPY not in _MODULES or _marshals_faithfully(payload):
+            return marshal.dumps(payload)
     except _UNMARSHALLABLE:
-        return _copied(payload)
+        pass
+    return _copied(payload)
 
 
 #: What ``marshal.dumps`` raises for a payload it cannot write ("unmarshallable object", a dict
-#: subclass among them) or one nested too deep.
+#: subclass among them) or one nested too deep (and what a check of one that deep raises).
 _UNMARSHALLABLE = (ValueError, TypeError, RecursionError)
+
+#: The module whose values marshal misreads (see ``_frozen``), looked up in ``sys.modules``.
+_NUMPY = "numpy"
+_MODULES = sys.modules
+
+#: The types ``marshal`` writes back exactly as they are (a subclass of one is refused, or
+#: written as bytes when it exports the buffer protocol, as NumPy's ``float64`` does).
+_FAITHFUL_LEAVES = frozenset({str, int, float, bool, type(None), bytes, complex})
+_FAITHFUL_COLLECTIONS = frozenset({list, tuple, set, frozenset})
+
+
+def _marshals_faithfully(value: Any) -> bool:
+    """Whether ``marshal`` writes ``value`` back as it is: builtin types only, exactly, all
+    the way down, keys included (a NumPy ``str_`` key would come back as bytes)."""
+    kind = type(value)
+    if kind in _FAITHFUL_LEAVES:
+        return True
+    if kind is dict:
+        return all(map(_marshals_faithfully, value)) and all(
+            map(_marshals_faithfully, value.values())
+        )
+    return kind in _FAITHFUL_COLLECTIONS and all(map(_marshals_faithfully, value))
 
 
 def _copied(payload: dict[Any, Any]) -> dict[Any, Any]:
@@ -311,13 +342,13 @@ def send_payload(
     try:
         # The payload as it is now: the caller may change it after the call (a mapping of
         # another type is read first, at most so many entries: see ``bounded_dict``).
-        if type(payload) is dict:
+        if type(payload) is dict and _NUMPY not in _MODULES:
             try:  # ``_frozen``, written out: this saves every logged event a call
                 draft.payload = marshal.dumps(payload)
             except _UNMARSHALLABLE:
                 draft.payload = _copied(payload)
         else:
-            draft.payload = _frozen(bounded_dict(payload))
+            draft.payload = _frozen(payload if type(payload) is dict else bounded_dict(payload))
     except Exception as error:  # a payload that cannot even be read
         reject(client, error, payload_key, origin)
         return
