@@ -272,6 +272,45 @@ def test_an_invalid_payload_is_dropped_with_one_warning_naming_logger_and_field(
     assert handler.client.stats()["rejected"] == 1
 
 
+def test_logged_nan_and_infinity_arrive_as_strings_never_as_null(
+    make_handler, app_logger, delivery, collector
+):
+    handler = make_handler(**delivery)
+    app_logger.addHandler(handler)
+
+    app_logger.info(
+        "Scored",
+        extra={"htevent": {"userId": "1", "properties": {"a": float("nan"), "b": -float("inf")}}},
+    )
+
+    assert handler.client.flush(5)
+    assert collector.wait_for_events(1, 5)
+    assert collector.events[0]["properties"] == {"a": "NaN", "b": "-Infinity"}
+
+
+def test_a_logged_message_over_32_kb_of_utf8_is_rejected_by_its_bytes_not_its_characters(
+    make_handler, app_logger, delivery, collector, caplog
+):
+    # 11,000 euro signs are 11,000 characters but 33,000 bytes of UTF-8: over the limit.
+    handler = make_handler(**delivery)
+    app_logger.addHandler(handler)
+
+    with caplog.at_level(logging.WARNING, "htevents_logging"):
+        app_logger.info(
+            "Noted", extra={"htevent": {"userId": "1", "properties": {"n": "€" * 11_000}}}
+        )
+        app_logger.info(
+            "Kept", extra={"htevent": {"userId": "1", "properties": {"n": "e" * 11_000}}}
+        )
+        assert handler.client.flush(5)
+
+    assert collector.wait_for_events(1, 5)
+    assert [event["event"] for event in collector.events] == ["Kept"]
+    assert handler.client.stats()["rejected_by_reason"] == {"oversize": 1}
+    [warning] = package_warnings(caplog)
+    assert "'app.checkout'" in warning
+
+
 def test_a_flood_of_bad_records_gives_one_warning_and_counts_each(make_handler, app_logger, caplog):
     handler = make_handler(disable=True)
     app_logger.addHandler(handler)
