@@ -44,19 +44,35 @@ def load_average() -> Optional[list[float]]:
         return None
 
 
-def _git_commit(directory: str) -> Optional[str]:
+def _git(directory: str, *args: str) -> Optional[subprocess.CompletedProcess[str]]:
     try:
-        done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=directory,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
+        return subprocess.run(
+            ["git", *args], cwd=directory, capture_output=True, text=True, timeout=5, check=False
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return done.stdout.strip() or None
+
+
+def _git_commit(directory: str) -> Optional[str]:
+    """The commit measured, marked when the package or the benchmarks differ from it (the
+    figures would then belong to no commit)."""
+    head = _git(directory, "rev-parse", "--short", "HEAD")
+    commit = head.stdout.strip() if head is not None else ""
+    if not commit:
+        return None
+    changed = _git(
+        directory,
+        "diff",
+        "--quiet",
+        "HEAD",
+        "--",
+        "htevents_logging",
+        "benchmarks",
+        ":(exclude)benchmarks/results*",
+    )
+    if changed is not None and changed.returncode == 1:
+        return f"{commit} with uncommitted changes"
+    return commit
 
 
 def describe(repo_dir: str) -> dict[str, Any]:

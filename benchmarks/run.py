@@ -32,8 +32,8 @@ from sdks import PEERS, SDKS, SENDERS, distribution_version, is_ours
 
 @dataclass(frozen=True)
 class Plan:
-    """How much to measure: the full run takes about 5-6 minutes on 2 cores (three rounds of
-    twelve bursts), quick about 40 s."""
+    """How much to measure: the full run takes about 1.5 minutes on 2 cores (three rounds of
+    twelve bursts), quick about 15 s."""
 
     calls: int  # calls per timed block
     repeats: int  # timed blocks per case
