@@ -17,6 +17,7 @@ set, frozenset       array (sorted when the items allow it)
 tuple, list          array
 bytes, bytearray     UTF-8 text when valid, else base64 text
 NumPy number, array  its ``tolist()``: a number, a bool, nested arrays
+NumPy datetime64     UTC, milliseconds, ``Z`` (``NaT``: ``"NaT"``)
 other buffer         its bytes, as ``bytes`` (``memoryview``, ``array.array``, ``mmap``)
 dataclass instance   object of its fields
 other Mapping        object
@@ -36,6 +37,7 @@ import enum
 import itertools
 import json
 import math
+import sys
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -96,6 +98,9 @@ def _default(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray)):
         return _bytes_to_str(value)
     if is_numpy_value(value):
+        if value.dtype.kind == "M":  # datetime64: UTC (as NumPy reads it), milliseconds, "Z"
+            numpy = sys.modules["numpy"]
+            return numpy.datetime_as_string(value, unit="ms", timezone="UTC").tolist()
         return value.tolist()  # np.int64(3) -> 3, an array -> nested lists
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}

@@ -43,7 +43,7 @@ def sent_three_ways(collector: Any, write_key: str, make_payload: Any) -> list[d
 
 
 def test_numpy_numbers_and_arrays_are_sent_as_numbers_and_arrays_by_every_way_in(
-    collector, write_key
+    collector, write_key, new_york
 ):
     # Regression: a logged np.float64(29.99) was sent as its 8 raw bytes, read as text,
     # where track() sent 29.99; NumPy numbers that are not float subclasses were sent by
@@ -58,10 +58,20 @@ def test_numpy_numbers_and_arrays_are_sent_as_numbers_and_arrays_by_every_way_in
                 "paid": np.bool_(True),
                 "sizes": np.array([1, 2]),
                 np.str_("sku"): "A-1",
+                "at": np.datetime64("2024-01-02T03:04:05.678901234"),
+                "days": np.array(["2024-01-02", "NaT"], dtype="datetime64[D]"),
             }
         }
 
-    expected = {"total": 29.99, "count": 3, "paid": True, "sizes": [1, 2], "sku": "A-1"}
+    expected = {
+        "total": 29.99,
+        "count": 3,
+        "paid": True,
+        "sizes": [1, 2],
+        "sku": "A-1",
+        "at": "2024-01-02T03:04:05.678Z",  # NumPy's datetimes are UTC
+        "days": ["2024-01-02T00:00:00.000Z", "NaT"],
+    }
     assert sent_three_ways(collector, write_key, payload) == [expected] * 3
 
 
@@ -83,9 +93,19 @@ def test_a_logged_payload_without_numpy_values_is_still_frozen_by_marshal():
     # With NumPy imported, a payload of plain values is checked and then frozen as before
     # (one bytes object), and one holding a NumPy value is copied instead.
     np = pytest.importorskip("numpy")
-    from htevents_logging._frontends.shared import _frozen
+    from htevents_logging._frontends.snapshot import frozen
 
-    assert isinstance(_frozen({"userId": "u", "properties": {"tags": ["a", (1, 2.5)]}}), bytes)
-    held = _frozen({"userId": "u", "properties": {"total": np.float64(1.5)}})
+    assert isinstance(frozen({"userId": "u", "properties": {"tags": ["a", (1, 2.5)]}}), bytes)
+    held = frozen({"userId": "u", "properties": {"total": np.float64(1.5)}})
     assert held == {"userId": "u", "properties": {"total": 1.5}}
     assert type(held["properties"]["total"]) is np.float64
+
+
+def test_a_numpy_array_is_taken_as_it_is_at_the_call():
+    np = pytest.importorskip("numpy")
+    from htevents_logging._frontends.snapshot import frozen
+
+    sizes = np.array([1, 2, 3])
+    held = frozen({"userId": "u", "properties": {"sizes": sizes}})
+    sizes[0] = 99
+    assert isinstance(held, dict) and held["properties"]["sizes"].tolist() == [1, 2, 3]

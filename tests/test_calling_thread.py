@@ -70,6 +70,69 @@ def test_the_callers_dicts_may_change_after_the_call(blocked, collector):
     assert event["userId"] == "u" and event["properties"] == {"total": 1}
 
 
+def test_a_payload_marshal_cannot_write_is_still_taken_all_the_way_down(blocked, collector):
+    # Regression: such a payload (a datetime in it, say) was copied only one dict deep, so a
+    # list of dicts changed after the call was sent as changed.
+    logger, _, gate = blocked
+    lines = [{"sku": "a", "qty": 1}]
+    nested = {"a": {"b": 1}}
+    payload = {
+        "userId": "u",
+        "properties": {"at": dt.date(2026, 12, 4), "lines": lines, "nested": nested},
+    }
+    logger.info("Order completed", extra={"htevent": payload})
+    lines[0]["qty"] = 99
+    lines.append({"sku": "b", "qty": 2})
+    nested["a"]["b"] = 99
+    [event] = deliver(logger, gate, collector, 1)
+    assert event["properties"] == {
+        "at": "2026-12-04",
+        "lines": [{"sku": "a", "qty": 1}],
+        "nested": {"a": {"b": 1}},
+    }
+
+
+def test_mutable_buffers_are_taken_as_they_are_at_the_call(blocked, collector):
+    logger, _, gate = blocked
+    raw = bytearray(b"abc")
+    payload = {"userId": "u", "properties": {"at": dt.date(2026, 12, 4), "raw": raw}}
+    logger.info("Order completed", extra={"htevent": payload})
+    raw[:] = b"XYZ"
+    [event] = deliver(logger, gate, collector, 1)
+    assert event["properties"]["raw"] == "abc"
+
+
+def test_a_payload_that_holds_itself_is_sent_with_the_cycle_marked(blocked, collector):
+    logger, _, gate = blocked
+    loop: list[Any] = [1]
+    loop.append(loop)
+    logger.info(
+        "Looped",
+        extra={"htevent": {"userId": "u", "properties": {"at": dt.date(2026, 1, 1), "loop": loop}}},
+    )
+    [event] = deliver(logger, gate, collector, 1)
+    assert event["properties"]["loop"] == [1, "<cycle>"]
+
+
+def test_an_object_of_your_own_is_read_when_the_message_is_built(blocked, collector):
+    """What the README says: only containers and buffers are copied; an object of another kind
+    is kept, and sent as it is when the transport thread builds the message."""
+    logger, _, gate = blocked
+
+    class Basket:
+        def __init__(self) -> None:
+            self.items = 1
+
+        def __repr__(self) -> str:
+            return f"Basket({self.items})"
+
+    basket = Basket()
+    logger.info("Order completed", extra={"htevent": {"userId": "u", "properties": {"b": basket}}})
+    basket.items = 2
+    [event] = deliver(logger, gate, collector, 1)
+    assert event["properties"]["b"] == "Basket(2)"
+
+
 def test_the_timestamp_is_the_time_of_the_call(blocked, collector):
     logger, _, gate = blocked
     record = logger.makeRecord(

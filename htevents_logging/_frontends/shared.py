@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import marshal
 import re
-import sys
 import time
 from collections.abc import Mapping
 from typing import Any, Optional, Union
@@ -28,6 +27,7 @@ from .._tracing import trace_context
 from .._transport import Envelope, is_transport_thread
 from ..errors import MessageTooLargeError, Reason
 from ..typing import Callback, ErrorHandler
+from .snapshot import NUMPY, UNMARSHALLABLE, copied, frozen, loaded_modules
 
 __all__ = [
     "DEFAULT_PAYLOAD_KEY",
@@ -184,69 +184,10 @@ def _report(error: BaseException, payload_key: str, origin: Origin) -> None:
         )
 
 
-def _frozen(payload: dict[Any, Any]) -> Union[bytes, dict[Any, Any]]:
-    """The payload as it is now, whatever the caller changes later, in the least memory.
-
-    ``marshal`` writes a payload of plain values (str, numbers, None, bools, dicts, lists,
-    tuples, sets, bytes) as one bytes object, all the way down, in about the time a copy of it
-    and of its dicts takes; a queued event then holds about 80 bytes for it instead of about
-    370 (two dicts), and the garbage collector has one object less per event to count. A
-    payload marshal cannot write (a ``datetime``, an ``Enum``, a ``Decimal``... in it, or
-    nesting past its depth) is copied instead, with the dicts in it, as before.
-
-    ``marshal`` writes any other object that exports the buffer protocol as its bytes. That is
-    how such objects are sent anyway (a ``memoryview``, an ``array.array``: see
-    ``_encoding``), except NumPy's numbers and arrays, which are sent as numbers and arrays:
-    once NumPy is imported, a payload is frozen only when every key and value in it is of a
-    type marshal writes back as it is (``_marshals_faithfully``), and copied otherwise.
-    """
-    try:
-        if _NUMPY not in _MODULES or _marshals_faithfully(payload):
-            return marshal.dumps(payload)
-    except _UNMARSHALLABLE:
-        pass
-    return _copied(payload)
-
-
-#: What ``marshal.dumps`` raises for a payload it cannot write ("unmarshallable object", a dict
-#: subclass among them) or one nested too deep (and what a check of one that deep raises).
-_UNMARSHALLABLE = (ValueError, TypeError, RecursionError)
-
-#: The module whose values marshal misreads (see ``_frozen``), looked up in ``sys.modules``.
-_NUMPY = "numpy"
-_MODULES = sys.modules
-
-#: The types ``marshal`` writes back exactly as they are (a subclass of one is refused, or
-#: written as bytes when it exports the buffer protocol, as NumPy's ``float64`` does).
-_FAITHFUL_LEAVES = frozenset({str, int, float, bool, type(None), bytes, complex})
-_FAITHFUL_COLLECTIONS = frozenset({list, tuple, set, frozenset})
-
-
-def _marshals_faithfully(value: Any) -> bool:
-    """Whether ``marshal`` writes ``value`` back as it is: builtin types only, exactly, all
-    the way down, keys included (a NumPy ``str_`` key would come back as bytes)."""
-    kind = type(value)
-    if kind in _FAITHFUL_LEAVES:
-        return True
-    if kind is dict:
-        return all(map(_marshals_faithfully, value)) and all(
-            map(_marshals_faithfully, value.values())
-        )
-    return kind in _FAITHFUL_COLLECTIONS and all(map(_marshals_faithfully, value))
-
-
-def _copied(payload: dict[Any, Any]) -> dict[Any, Any]:
-    """A copy of a payload that ``marshal`` cannot write, with the dicts in it copied too."""
-    copy = dict(payload)
-    for key, value in copy.items():  # (changing values, not keys, while iterating is safe)
-        if type(value) is dict:
-            copy[key] = value.copy()
-    return copy
-
-
 class LogDraft:
     """A logged event as captured on the calling thread, built on the transport thread: its
-    payload frozen (see ``_frozen``), with the log message, time and identity beside it.
+    payload taken as it is at the call (see ``snapshot``), with the log message, time and
+    identity beside it.
 
     One small object per queued event, with ``__slots__`` (about 100 bytes, and about 210 with
     its frozen payload and time, against about 460 for a dict copy): a backlog of queued events
@@ -289,8 +230,8 @@ class LogDraft:
     def prepare(self) -> Optional[Envelope]:
         """Build and encode the message; on failure warn, count, and return ``None``."""
         try:
-            frozen = self.payload
-            payload = marshal.loads(frozen) if isinstance(frozen, bytes) else frozen
+            held = self.payload
+            payload = marshal.loads(held) if isinstance(held, bytes) else held
             _, envelope = self.client.prepare(
                 _payload_type(payload),
                 payload,
@@ -342,13 +283,13 @@ def send_payload(
     try:
         # The payload as it is now: the caller may change it after the call (a mapping of
         # another type is read first, at most so many entries: see ``bounded_dict``).
-        if type(payload) is dict and _NUMPY not in _MODULES:
-            try:  # ``_frozen``, written out: this saves every logged event a call
+        if type(payload) is dict and NUMPY not in loaded_modules:
+            try:  # ``frozen``, written out: this saves every logged event a call
                 draft.payload = marshal.dumps(payload)
-            except _UNMARSHALLABLE:
-                draft.payload = _copied(payload)
+            except UNMARSHALLABLE:
+                draft.payload = copied(payload)
         else:
-            draft.payload = _frozen(payload if type(payload) is dict else bounded_dict(payload))
+            draft.payload = frozen(payload if type(payload) is dict else bounded_dict(payload))
     except Exception as error:  # a payload that cannot even be read
         reject(client, error, payload_key, origin)
         return

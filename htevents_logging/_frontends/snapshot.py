@@ -1,0 +1,145 @@
+"""A logged payload taken as it is at the call, all the way down.
+
+The logging front-ends build a message on the transport thread, later; the caller may change
+its dicts and lists as soon as the logging call returns (a request handler reuses them, a loop
+appends to them). So the calling thread takes the payload as it is now, in one of two forms:
+
+* **frozen** by ``marshal`` into one bytes object, when it is made of builtin values only
+  (str, numbers, None, bools, bytes, dicts, lists, tuples, sets): about 80 bytes for a small
+  payload against about 370 for copies of its dicts, and one object for the garbage collector;
+* **copied** otherwise (a ``datetime``, an ``Enum``, a NumPy number... in it): every dict,
+  list, tuple and set in it, all the way down, and the mutable buffers (``bytearray``,
+  ``memoryview``, ``array.array``, NumPy arrays) as their contents are now. Other objects are
+  kept and read when the message is built: the immutable ones (dates and times, ``Decimal``,
+  ``UUID``, ``Enum``, NumPy numbers) read the same then, and an object of your own that is
+  changed after the call is sent as it is then.
+
+``marshal`` writes any object that exports the buffer protocol as its bytes: NumPy's
+``float64(29.99)`` would come back as 8 bytes. So once NumPy is imported, a payload is frozen
+only when every key and value in it is of a type marshal writes back as it is.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import enum
+import marshal
+import sys
+import uuid
+from collections.abc import Mapping
+from typing import Any, Union
+
+from .._encoding import bounded_dict, is_numpy_value
+
+__all__ = ["NUMPY", "UNMARSHALLABLE", "copied", "frozen", "loaded_modules"]
+
+#: What ``marshal.dumps`` raises for a payload it cannot write ("unmarshallable object", a dict
+#: subclass among them) or one nested too deep (and what a check of one that deep raises).
+UNMARSHALLABLE = (ValueError, TypeError, RecursionError)
+
+#: The module whose values marshal misreads, looked up in :data:`loaded_modules`.
+NUMPY = "numpy"
+loaded_modules = sys.modules
+
+#: The types ``marshal`` writes back exactly as they are (a subclass of one is refused, or
+#: written as bytes when it exports the buffer protocol, as NumPy's ``float64`` does).
+_FAITHFUL_LEAVES = frozenset({str, int, float, bool, type(None), bytes, complex})
+_FAITHFUL_COLLECTIONS = frozenset({list, tuple, set, frozenset})
+
+#: Values a copy keeps as they are: they cannot change after the call. (The usual ones by
+#: their exact type first, in one set lookup.)
+_KEPT_EXACTLY = _FAITHFUL_LEAVES | {
+    datetime.datetime,
+    datetime.date,
+    datetime.time,
+    decimal.Decimal,
+    uuid.UUID,
+}
+_IMMUTABLE = (
+    str,
+    int,
+    float,
+    complex,
+    bytes,
+    type(None),
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    decimal.Decimal,
+    uuid.UUID,
+    enum.Enum,
+    range,
+)
+
+
+def frozen(payload: dict[Any, Any]) -> Union[bytes, dict[Any, Any]]:
+    """The payload as it is now, whatever the caller changes later, in the least memory:
+    ``marshal`` bytes when they read back as the payload, else a copy (see the module)."""
+    try:
+        if NUMPY not in loaded_modules or _marshals_faithfully(payload):
+            return marshal.dumps(payload)
+    except UNMARSHALLABLE:
+        pass
+    return copied(payload)
+
+
+def _marshals_faithfully(value: Any) -> bool:
+    """Whether ``marshal`` writes ``value`` back as it is: builtin types only, exactly, all
+    the way down, keys included (a NumPy ``str_`` key would come back as bytes)."""
+    kind = type(value)
+    if kind in _FAITHFUL_LEAVES:
+        return True
+    if kind is dict:
+        return all(map(_marshals_faithfully, value)) and all(
+            map(_marshals_faithfully, value.values())
+        )
+    return kind in _FAITHFUL_COLLECTIONS and all(map(_marshals_faithfully, value))
+
+
+def copied(payload: dict[Any, Any]) -> dict[Any, Any]:
+    """A copy of a payload that ``marshal`` cannot write, all the way down (see the module).
+
+    A payload that holds itself, or one nested deeper than the interpreter can follow, is
+    copied two levels down instead, and the rest is read when the message is built (which
+    marks the cycle ``"<cycle>"``, or reports the payload as too deep)."""
+    try:
+        copy: dict[Any, Any] = _copy(payload)
+        return copy
+    except RecursionError:
+        copy = dict(payload)
+        for key, value in copy.items():  # (changing values, not keys, while iterating is safe)
+            if type(value) is dict:
+                copy[key] = value.copy()
+        return copy
+
+
+def _copy(value: Any) -> Any:
+    """``value`` as it is now. (Plain dicts, lists and the usual values take the short way:
+    this runs on the calling thread.)"""
+    kind = type(value)
+    if kind is dict:
+        return {
+            key: item if type(item) in _KEPT_EXACTLY else _copy(item) for key, item in value.items()
+        }
+    if kind is list:
+        return [item if type(item) in _KEPT_EXACTLY else _copy(item) for item in value]
+    if isinstance(value, _IMMUTABLE):
+        return value
+    if isinstance(value, Mapping):  # a dict subclass, or a mapping of another kind
+        items = value.items() if isinstance(value, dict) else bounded_dict(value).items()
+        return {key: _copy(item) for key, item in items}
+    if isinstance(value, (list, tuple)):
+        copied_items = [_copy(item) for item in value]
+        return copied_items if isinstance(value, list) else tuple(copied_items)
+    if isinstance(value, (set, frozenset)):
+        return frozenset(value)  # (its items are hashable: as good as immutable)
+    if is_numpy_value(value):
+        return value.copy()  # an array's contents now (a NumPy number's copy is itself)
+    if isinstance(value, bytearray):
+        return bytes(value)
+    try:
+        with memoryview(value) as view:  # memoryview, array.array, mmap...: the bytes now
+            return view.tobytes()
+    except TypeError:
+        return value  # an object of another kind: read when the message is built
