@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import logging.config
 import logging.handlers
@@ -309,6 +310,30 @@ def test_a_logged_message_over_32_kb_of_utf8_is_rejected_by_its_bytes_not_its_ch
     assert handler.client.stats()["rejected_by_reason"] == {"oversize": 1}
     [warning] = package_warnings(caplog)
     assert "'app.checkout'" in warning
+
+
+def test_a_payload_with_more_values_than_a_message_has_bytes_is_rejected_at_the_call(
+    make_handler, app_logger, delivery, caplog
+):
+    # Such a payload cannot fit in a message; with a datetime in it (so it is copied rather
+    # than frozen by marshal), the calling thread stops copying as soon as that is known.
+    handler = make_handler(**delivery)
+    app_logger.addHandler(handler)
+
+    with caplog.at_level(logging.WARNING, "htevents_logging"):
+        app_logger.info(
+            "Exported",
+            extra={
+                "htevent": {
+                    "userId": "1",
+                    "properties": {"at": dt.date(2026, 12, 4), "rows": list(range(1_000_000))},
+                }
+            },
+        )
+
+    assert handler.client.stats()["rejected_by_reason"] == {"oversize": 1}  # at the call
+    [warning] = package_warnings(caplog)
+    assert "cannot fit in a message" in warning
 
 
 def test_a_flood_of_bad_records_gives_one_warning_and_counts_each(make_handler, app_logger, caplog):

@@ -30,7 +30,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Union
 
-from .._encoding import bounded_dict, is_numpy_value
+from .._encoding import MAX_MESSAGE_BYTES, bounded_dict, is_numpy_value
+from ..errors import MessageTooLargeError
 
 __all__ = ["NUMPY", "UNMARSHALLABLE", "copied", "frozen", "loaded_modules"]
 
@@ -102,9 +103,11 @@ def copied(payload: dict[Any, Any]) -> dict[Any, Any]:
 
     A payload that holds itself, or one nested deeper than the interpreter can follow, is
     copied two levels down instead, and the rest is read when the message is built (which
-    marks the cycle ``"<cycle>"``, or reports the payload as too deep)."""
+    marks the cycle ``"<cycle>"``, or reports the payload as too deep). One with more values
+    than a message has bytes cannot fit in one: it raises ``MessageTooLargeError`` as soon as
+    that is known, so a huge payload costs the calling thread no more than a full one."""
     try:
-        copy: dict[Any, Any] = _copy(payload)
+        copy: dict[Any, Any] = _copy(payload, [MAX_MESSAGE_BYTES])
         return copy
     except RecursionError:
         copy = dict(payload)
@@ -114,25 +117,42 @@ def copied(payload: dict[Any, Any]) -> dict[Any, Any]:
         return copy
 
 
-def _copy(value: Any) -> Any:
-    """``value`` as it is now. (Plain dicts, lists and the usual values take the short way:
+def _too_many() -> MessageTooLargeError:
+    return MessageTooLargeError(
+        f"a payload with more than {MAX_MESSAGE_BYTES:,} values cannot fit in a message of at "
+        f"most {MAX_MESSAGE_BYTES:,} bytes"
+    )
+
+
+def _copy(value: Any, left: list[int]) -> Any:
+    """``value`` as it is now; ``left[0]`` counts down the values the copy may still hold.
+    (Plain dicts, lists and the usual values take the short way, with no call of their own:
     this runs on the calling thread.)"""
     kind = type(value)
     if kind is dict:
+        left[0] -= len(value)
+        if left[0] < 0:
+            raise _too_many()
         return {
-            key: item if type(item) in _KEPT_EXACTLY else _copy(item) for key, item in value.items()
+            key: item if type(item) in _KEPT_EXACTLY else _copy(item, left)
+            for key, item in value.items()
         }
     if kind is list:
-        return [item if type(item) in _KEPT_EXACTLY else _copy(item) for item in value]
+        left[0] -= len(value)
+        if left[0] < 0:
+            raise _too_many()
+        return [item if type(item) in _KEPT_EXACTLY else _copy(item, left) for item in value]
     if isinstance(value, _IMMUTABLE):
         return value
     if isinstance(value, Mapping):  # a dict subclass, or a mapping of another kind
-        items = value.items() if isinstance(value, dict) else bounded_dict(value).items()
-        return {key: _copy(item) for key, item in items}
+        return _copy(dict(value) if isinstance(value, dict) else bounded_dict(value), left)
     if isinstance(value, (list, tuple)):
-        copied_items = [_copy(item) for item in value]
-        return copied_items if isinstance(value, list) else tuple(copied_items)
+        listed = _copy(list(value), left)
+        return listed if isinstance(value, list) else tuple(listed)
     if isinstance(value, (set, frozenset)):
+        left[0] -= len(value)
+        if left[0] < 0:
+            raise _too_many()
         return frozenset(value)  # (its items are hashable: as good as immutable)
     if is_numpy_value(value):
         return value.copy()  # an array's contents now (a NumPy number's copy is itself)
