@@ -16,7 +16,8 @@ Enum                 its ``value``, encoded in turn
 set, frozenset       array (sorted when the items allow it)
 tuple, list          array
 bytes, bytearray     UTF-8 text when valid, else base64 text
-NumPy number, array  its ``tolist()``: a number, a bool, nested arrays
+NumPy number, array  its ``tolist()``, encoded in turn: a number, a bool, nested arrays
+                     (masked entries: ``null``, as they have no value)
 NumPy datetime64     UTC, milliseconds, ``Z`` (``NaT``: ``"NaT"``)
 other buffer         its bytes, as ``bytes`` (``memoryview``, ``array.array``, ``mmap``)
 dataclass instance   object of its fields
@@ -113,13 +114,14 @@ def _default(value: Any) -> Any:
 
 
 def is_numpy_value(value: Any) -> bool:
-    """Whether ``value`` is a NumPy number or array (told without importing NumPy).
+    """Whether ``value`` is a NumPy number or array, of a subclass too (a masked array, a
+    record array); False at once where NumPy was never imported (this never imports it).
 
     Why it matters beyond encoding: NumPy's values export the buffer protocol, so ``marshal``
     writes them as their raw bytes (``np.float64(29.99)`` as 8 bytes), which is why a logged
-    payload is checked for them before it is frozen (see ``_frontends/shared.py``)."""
-    kind = type(value)
-    return kind.__module__ == "numpy" and hasattr(kind, "tolist")
+    payload is checked for them before it is frozen (see ``_frontends/snapshot.py``)."""
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and isinstance(value, (numpy.ndarray, numpy.generic))
 
 
 def _buffer_bytes(value: Any) -> bytes | None:
@@ -129,7 +131,7 @@ def _buffer_bytes(value: Any) -> bytes | None:
     try:
         with memoryview(value) as view:
             return view.tobytes()
-    except TypeError:
+    except (TypeError, ValueError):  # no buffer, or a released one (a closed mmap)
         return None
 
 

@@ -102,16 +102,28 @@ def test_mutable_buffers_are_taken_as_they_are_at_the_call(blocked, collector):
     assert event["properties"]["raw"] == "abc"
 
 
-def test_a_payload_that_holds_itself_is_sent_with_the_cycle_marked(blocked, collector):
+@pytest.mark.parametrize("size", [2, 100])
+def test_a_payload_that_holds_itself_is_sent_with_the_cycle_marked(blocked, collector, size):
+    # Regression (size 100): the copy counted the list's values again at each turn of the
+    # cycle, ran past a message's worth and rejected the event as oversize; track() sent it.
     logger, _, gate = blocked
-    loop: list[Any] = [1]
+    loop: list[Any] = list(range(size - 1))
     loop.append(loop)
-    logger.info(
-        "Looped",
-        extra={"htevent": {"userId": "u", "properties": {"at": dt.date(2026, 1, 1), "loop": loop}}},
-    )
+    properties = {"at": dt.date(2026, 1, 1), "loop": loop}
+    logger.info("Looped", extra={"htevent": {"userId": "u", "properties": properties}})
     [event] = deliver(logger, gate, collector, 1)
-    assert event["properties"]["loop"] == [1, "<cycle>"]
+    assert event["properties"]["loop"] == [*range(size - 1), "<cycle>"]
+
+
+def test_a_payload_with_more_values_than_a_message_has_bytes_is_copied_no_further():
+    # It cannot fit in a message (unless before_send takes some out): the calling thread
+    # copies a message's worth of values, and then only the dicts directly in the payload.
+    from htevents_logging._frontends.snapshot import copied
+
+    rows = list(range(1_000_000))
+    properties = {"at": dt.date(2026, 12, 4), "rows": rows}
+    held = copied({"userId": "u", "properties": properties})
+    assert held["properties"] is not properties and held["properties"]["rows"] is rows
 
 
 def test_an_object_of_your_own_is_read_when_the_message_is_built(blocked, collector):

@@ -31,7 +31,6 @@ from collections.abc import Mapping
 from typing import Any, Union
 
 from .._encoding import MAX_MESSAGE_BYTES, bounded_dict, is_numpy_value
-from ..errors import MessageTooLargeError
 
 __all__ = ["NUMPY", "UNMARSHALLABLE", "copied", "frozen", "loaded_modules"]
 
@@ -101,15 +100,15 @@ def _marshals_faithfully(value: Any) -> bool:
 def copied(payload: dict[Any, Any]) -> dict[Any, Any]:
     """A copy of a payload that ``marshal`` cannot write, all the way down (see the module).
 
-    A payload that holds itself, or one nested deeper than the interpreter can follow, is
-    copied two levels down instead, and the rest is read when the message is built (which
-    marks the cycle ``"<cycle>"``, or reports the payload as too deep). One with more values
-    than a message has bytes cannot fit in one: it raises ``MessageTooLargeError`` as soon as
-    that is known, so a huge payload costs the calling thread no more than a full one."""
+    A payload with more values than a message has bytes (which cannot fit in one, unless a
+    ``before_send`` hook takes some out), one that holds itself, and one nested deeper than the
+    interpreter can follow, are copied two levels down instead, after at most that many values:
+    the rest is read when the message is built, where the cycle is marked ``"<cycle>"`` and the
+    size is checked, as for ``track()``."""
     try:
         copy: dict[Any, Any] = _copy(payload, [MAX_MESSAGE_BYTES])
         return copy
-    except RecursionError:
+    except (_TooMany, RecursionError):
         copy = dict(payload)
         for key, value in copy.items():  # (changing values, not keys, while iterating is safe)
             if type(value) is dict:
@@ -117,11 +116,8 @@ def copied(payload: dict[Any, Any]) -> dict[Any, Any]:
         return copy
 
 
-def _too_many() -> MessageTooLargeError:
-    return MessageTooLargeError(
-        f"a payload with more than {MAX_MESSAGE_BYTES:,} values cannot fit in a message of at "
-        f"most {MAX_MESSAGE_BYTES:,} bytes"
-    )
+class _TooMany(Exception):
+    """More values than a message has bytes (or a cycle, which counts its values again)."""
 
 
 def _copy(value: Any, left: list[int]) -> Any:
@@ -132,7 +128,7 @@ def _copy(value: Any, left: list[int]) -> Any:
     if kind is dict:
         left[0] -= len(value)
         if left[0] < 0:
-            raise _too_many()
+            raise _TooMany
         return {
             key: item if type(item) in _KEPT_EXACTLY else _copy(item, left)
             for key, item in value.items()
@@ -140,26 +136,28 @@ def _copy(value: Any, left: list[int]) -> Any:
     if kind is list:
         left[0] -= len(value)
         if left[0] < 0:
-            raise _too_many()
+            raise _TooMany
         return [item if type(item) in _KEPT_EXACTLY else _copy(item, left) for item in value]
     if isinstance(value, _IMMUTABLE):
         return value
-    if isinstance(value, Mapping):  # a dict subclass, or a mapping of another kind
-        return _copy(dict(value) if isinstance(value, dict) else bounded_dict(value), left)
+    if isinstance(value, Mapping):  # read through its items(), as the encoder reads it
+        return _copy(bounded_dict(value), left)
     if isinstance(value, (list, tuple)):
         listed = _copy(list(value), left)
         return listed if isinstance(value, list) else tuple(listed)
     if isinstance(value, (set, frozenset)):
         left[0] -= len(value)
         if left[0] < 0:
-            raise _too_many()
+            raise _TooMany
         return frozenset(value)  # (its items are hashable: as good as immutable)
     if is_numpy_value(value):
-        return value.copy()  # an array's contents now (a NumPy number's copy is itself)
+        if value.dtype.kind == "O":  # an array of Python objects: theirs, copied in turn
+            return _copy(value.tolist(), left)
+        return value.copy()  # the contents now, of its dtype (a NumPy number is itself)
     if isinstance(value, bytearray):
         return bytes(value)
     try:
         with memoryview(value) as view:  # memoryview, array.array, mmap...: the bytes now
             return view.tobytes()
-    except TypeError:
-        return value  # an object of another kind: read when the message is built
+    except (TypeError, ValueError):  # no buffer, or a released one
+        return value  # read when the message is built
