@@ -46,7 +46,15 @@ from typing import Any
 from ._time import format_timestamp
 from .errors import MessageTooLargeError
 
-__all__ = ["MAX_BATCH_BYTES", "MAX_MESSAGE_BYTES", "bounded_dict", "dumps", "to_jsonable"]
+__all__ = [
+    "MAX_BATCH_BYTES",
+    "MAX_MESSAGE_BYTES",
+    "bounded_dict",
+    "buffer_bytes",
+    "dumps",
+    "is_numpy_value",
+    "to_jsonable",
+]
 
 #: The largest message the API accepts, as compact UTF-8 JSON.
 MAX_MESSAGE_BYTES = 32_768
@@ -107,7 +115,7 @@ def _default(value: Any) -> Any:
         return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
         return bounded_dict(value)
-    exported = _buffer_bytes(value)
+    exported = buffer_bytes(value)
     if exported is not None:
         return _bytes_to_str(exported)
     return repr(value)
@@ -124,10 +132,10 @@ def is_numpy_value(value: Any) -> bool:
     return numpy is not None and isinstance(value, (numpy.ndarray, numpy.generic))
 
 
-def _buffer_bytes(value: Any) -> bytes | None:
-    """The bytes of an object that exports the buffer protocol, else ``None``. It is sent as
-    ``bytes`` are: ``marshal`` (which freezes a logged payload) writes such an object as its
-    bytes, so every way in sends it alike."""
+def buffer_bytes(value: Any) -> bytes | None:
+    """The bytes of an object that exports the buffer protocol (as they are now), else
+    ``None``. It is sent as ``bytes`` are: ``marshal`` (which freezes a logged payload) writes
+    such an object as its bytes, so every way in sends it alike."""
     try:
         with memoryview(value) as view:
             return view.tobytes()

@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Union
 
-from .._encoding import MAX_MESSAGE_BYTES, bounded_dict, is_numpy_value
+from .._encoding import MAX_MESSAGE_BYTES, bounded_dict, buffer_bytes, is_numpy_value
 
 __all__ = ["NUMPY", "UNMARSHALLABLE", "copied", "frozen", "loaded_modules"]
 
@@ -44,33 +44,19 @@ loaded_modules = sys.modules
 
 #: The types ``marshal`` writes back exactly as they are (a subclass of one is refused, or
 #: written as bytes when it exports the buffer protocol, as NumPy's ``float64`` does).
-_FAITHFUL_LEAVES = frozenset({str, int, float, bool, type(None), bytes, complex})
+_FAITHFUL_LEAVES: frozenset[type] = frozenset({str, int, float, bool, type(None), bytes, complex})
 _FAITHFUL_COLLECTIONS = frozenset({list, tuple, set, frozenset})
 
 #: Values a copy keeps as they are: they cannot change after the call. (The usual ones by
 #: their exact type first, in one set lookup.)
-_KEPT_EXACTLY = _FAITHFUL_LEAVES | {
+_KEPT_EXACTLY: frozenset[type] = _FAITHFUL_LEAVES | {
     datetime.datetime,
     datetime.date,
     datetime.time,
     decimal.Decimal,
     uuid.UUID,
 }
-_IMMUTABLE = (
-    str,
-    int,
-    float,
-    complex,
-    bytes,
-    type(None),
-    datetime.date,
-    datetime.time,
-    datetime.timedelta,
-    decimal.Decimal,
-    uuid.UUID,
-    enum.Enum,
-    range,
-)
+_IMMUTABLE: tuple[type, ...] = tuple(_KEPT_EXACTLY | {datetime.timedelta, enum.Enum, range})
 
 
 def frozen(payload: dict[Any, Any]) -> Union[bytes, dict[Any, Any]]:
@@ -142,22 +128,14 @@ def _copy(value: Any, left: list[int]) -> Any:
         return value
     if isinstance(value, Mapping):  # read through its items(), as the encoder reads it
         return _copy(bounded_dict(value), left)
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, set, frozenset)):
         listed = _copy(list(value), left)
-        return listed if isinstance(value, list) else tuple(listed)
-    if isinstance(value, (set, frozenset)):
-        left[0] -= len(value)
-        if left[0] < 0:
-            raise _TooMany
-        return frozenset(value)  # (its items are hashable: as good as immutable)
+        if isinstance(value, list):
+            return listed
+        return tuple(listed) if isinstance(value, tuple) else frozenset(listed)
     if is_numpy_value(value):
         if value.dtype.kind == "O":  # an array of Python objects: theirs, copied in turn
             return _copy(value.tolist(), left)
         return value.copy()  # the contents now, of its dtype (a NumPy number is itself)
-    if isinstance(value, bytearray):
-        return bytes(value)
-    try:
-        with memoryview(value) as view:  # memoryview, array.array, mmap...: the bytes now
-            return view.tobytes()
-    except (TypeError, ValueError):  # no buffer, or a released one
-        return value  # read when the message is built
+    exported = buffer_bytes(value)  # bytearray, memoryview, array.array, mmap...: the bytes now
+    return value if exported is None else exported  # another object: read when it is built
